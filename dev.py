@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""The two commands of voyado-sync's README, on a machine with nothing but Python 3.11.
+
+    python3 dev.py demo   # set up .venv, build the example dbt project, start the emulator, sync
+    python3 dev.py test   # set up .venv, then ruff, mypy and pytest
+
+Set-up is idempotent: the virtual environment is rebuilt only when pyproject.toml or
+constraints.txt change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".voyado-sync-installed"
+EXAMPLE = ROOT / "dbt_project_example"
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
+    print("+", " ".join(str(a) for a in args), flush=True)
+    subprocess.run([str(a) for a in args], check=True, env=env, cwd=cwd)
+
+
+def setup() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"voyado-sync needs Python 3.11 or later; this is {sys.version.split()[0]}")
+    wanted = _fingerprint()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    if VENV.exists():
+        shutil.rmtree(VENV)
+    print(f"Creating {VENV.relative_to(ROOT)} and installing pinned dependencies...", flush=True)
+    venv.EnvBuilder(with_pip=True).create(VENV)
+    _run(BIN / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-c", ROOT / "constraints.txt", "-e", f"{ROOT}[dev]")
+    STAMP.write_text(wanted)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit("the emulator exited before it was ready")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"the emulator did not listen on port {port} within {timeout:.0f}s")
+
+
+def demo() -> int:
+    setup()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOYADO_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    # A fresh demo each time: the example warehouse and the emulator start empty.
+    for leftover in (EXAMPLE / "target" / "example.duckdb", EXAMPLE / "target" / "example.duckdb.wal"):
+        leftover.unlink(missing_ok=True)
+    _run(BIN / "dbt", "build", "--project-dir", EXAMPLE, "--profiles-dir", EXAMPLE, env=env, cwd=EXAMPLE)
+
+    port = _free_port()
+    api_key = "demo-" + hashlib.sha256(os.urandom(16)).hexdigest()[:16]
+    env["VOYADO_EMULATOR_API_KEY"] = api_key
+    emulator = subprocess.Popen(
+        [str(BIN / "voyado-sync"), "emulator", "--port", str(port),
+         "--contacts", str(EXAMPLE / "emulator_contacts.csv")],
+        env=env, cwd=ROOT,
+    )
+    try:
+        _wait_for_port(port, emulator)
+        env["VOYADO_BASE_URL"] = f"http://127.0.0.1:{port}"
+        env["VOYADO_API_KEY"] = api_key
+        sync = [str(BIN / "voyado-sync"), "run", "--project-dir", str(EXAMPLE),
+                "--profiles-dir", str(EXAMPLE)]
+        print("\n== First run: every row is new ==", flush=True)
+        first = subprocess.run(sync, env=env, cwd=EXAMPLE).returncode
+        print(f"(exit code {first}: 1 means some rows were rejected; see why below)\n", flush=True)
+        subprocess.run([str(BIN / "voyado-sync"), "rejected", "--project-dir", str(EXAMPLE),
+                        "--profiles-dir", str(EXAMPLE)], env=env, cwd=EXAMPLE)
+        print("\n== Second run: nothing new, nothing sent twice ==", flush=True)
+        second = subprocess.run(sync, env=env, cwd=EXAMPLE).returncode
+        print(f"(exit code {second})\n", flush=True)
+    finally:
+        emulator.send_signal(signal.SIGINT)
+        try:
+            emulator.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            emulator.kill()
+    return 0 if second == 0 else 1
+
+
+def test(extra: list[str]) -> int:
+    setup()
+    env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    steps = [
+        [str(BIN / "ruff"), "check", "."],
+        [str(BIN / "ruff"), "format", "--check", "."],
+        [str(BIN / "mypy")],
+        [str(BIN / "python"), "-m", "pytest", *extra],
+    ]
+    for step in steps:
+        print("+", " ".join(step), flush=True)
+        code = subprocess.run(step, env=env, cwd=ROOT).returncode
+        if code != 0:
+            return code
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"setup", "demo", "test"}:
+        print(__doc__)
+        return 2
+    if argv[0] == "setup":
+        setup()
+        return 0
+    if argv[0] == "demo":
+        return demo()
+    return test(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,110 @@
+"""The one error tree of voyado-sync, grouped by what the caller does next.
+
+::
+
+    VoyadoSyncError                 base class; never raised directly
+    ├── ConfigError                 the project's meta.voyado, options or environment are wrong: fix and rerun (exit 2)
+    ├── ManifestError               target/manifest.json is missing or unreadable: run dbt build (exit 2)
+    ├── WarehouseError              the warehouse could not be reached or a query failed (exit 2)
+    ├── StateError                  the ledger is unusable (exit 2)
+    │   └── LockError               another run holds the ledger's lock (exit 2)
+    └── ApiError                    Voyado answered in a way the caller must handle
+        ├── RetryableApiError       429, 502/503/504, network trouble: wait and try again
+        └── FatalApiError           401/403 and the like: stop the whole run at once (exit 2)
+
+``RowRejected`` is not an error of the run: it marks one row as not sendable (bad payload,
+permanent 4xx) and the run goes on.
+
+Messages never contain the API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class VoyadoSyncError(Exception):
+    """Base class of every error voyado-sync raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One configuration problem: where it was found and what is allowed."""
+
+    message: str
+    model: str | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.model:
+            where.append(f"model {self.model}")
+        if self.key:
+            where.append(f"key {self.key}")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class ConfigError(VoyadoSyncError):
+    """The configuration is wrong. Carries every problem found, not just the first."""
+
+    def __init__(self, problems: Sequence[ConfigProblem | str]) -> None:
+        self.problems: list[ConfigProblem] = [
+            p if isinstance(p, ConfigProblem) else ConfigProblem(p) for p in problems
+        ]
+        lines = [str(p) for p in self.problems]
+        if len(lines) == 1:
+            text = lines[0]
+        else:
+            text = f"{len(lines)} configuration problems:\n" + "\n".join(f"  - {x}" for x in lines)
+        super().__init__(text)
+
+
+class ManifestError(VoyadoSyncError):
+    """dbt's target/manifest.json is missing, unreadable or of an unsupported version."""
+
+
+class WarehouseError(VoyadoSyncError):
+    """The warehouse could not be opened or a statement failed; driver errors end here."""
+
+
+class StateError(VoyadoSyncError):
+    """The ledger (delivery state) is missing, damaged or of an unknown version."""
+
+
+class LockError(StateError):
+    """Another voyado-sync run holds the ledger: only one run at a time may write it."""
+
+
+class ApiError(VoyadoSyncError):
+    """Voyado answered with an error. ``status`` is the HTTP status (None: no answer)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_code: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        self.status = status
+        self.error_code = error_code
+        self.body = body
+        super().__init__(message)
+
+
+class RetryableApiError(ApiError):
+    """A transient answer (429, 502/503/504, network): the same request may succeed later."""
+
+
+class FatalApiError(ApiError):
+    """An answer that makes every further request pointless (401 wrong key, 403 no access)."""
+
+
+class RowRejected(VoyadoSyncError):
+    """One row cannot be sent as it is; the reason names the property, rule and value."""
+
+    def __init__(self, reason: str, *, error_code: str | None = None) -> None:
+        self.reason = reason
+        self.error_code = error_code
+        super().__init__(reason)
