@@ -1,0 +1,40 @@
+"""The Voyado Engage API layer: an async client, its typed outcomes, pacing and reconciliation."""
+
+from __future__ import annotations
+
+from voyado_sync.voyado.client import LOOKUP_KEYS, RetryPolicy, VoyadoClient
+from voyado_sync.voyado.models import (
+    ContactAmbiguous,
+    ContactFound,
+    ContactInvalid,
+    ContactNotFound,
+    Delivered,
+    DeliveryOutcome,
+    Failed,
+    LookupOutcome,
+    Rejected,
+    RequestStats,
+    SchemaSummary,
+)
+from voyado_sync.voyado.pacing import RateLimiter
+from voyado_sync.voyado.reconcile import find_match, matches
+
+__all__ = [
+    "LOOKUP_KEYS",
+    "ContactAmbiguous",
+    "ContactFound",
+    "ContactInvalid",
+    "ContactNotFound",
+    "Delivered",
+    "DeliveryOutcome",
+    "Failed",
+    "LookupOutcome",
+    "RateLimiter",
+    "Rejected",
+    "RequestStats",
+    "RetryPolicy",
+    "SchemaSummary",
+    "VoyadoClient",
+    "find_match",
+    "matches",
+]

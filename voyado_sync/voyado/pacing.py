@@ -1,0 +1,176 @@
+"""Pacing of requests to Voyado: one token bucket per API key, AIMD on 429.
+
+Voyado's limits are per API key (keep below 50 requests/s; 429 above 200/s) and going over the
+recommendation for more than a few seconds degrades its service. So every request of a run,
+lookups and schema calls included, takes a token from the same bucket, and a 429 makes every
+sender slow down, not just the one that saw it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random as _random
+import time
+from collections.abc import Awaitable, Callable
+
+__all__ = ["RateLimiter"]
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+# 429s that arrive within this many seconds of the start of a throttle episode (or while its
+# pause lasts) answer requests that were already in flight: they confirm the episode but must
+# not halve the rate again, or eight concurrent 429s would divide it by 256.
+_EPISODE_WINDOW = 1.0
+
+
+class RateLimiter:
+    """Token bucket shared by every request of a run (one per API key).
+
+    ``acquire()`` waits until a token is available; tokens accrue at ``current_rate`` per
+    second up to ``burst``. The burst is small (default ``max(1, rate / 10)``) so requests are
+    spread evenly (at 50/s about 20 ms apart) instead of leaving in clumps.
+
+    AIMD: on a 429 (``on_throttled``) the rate is halved (floor 1/s, or the configured rate if
+    that is lower) and all senders pause until ``Retry-After`` when given, or else for an
+    exponential back-off with jitter that grows with consecutive throttle episodes. After
+    ``recover_after`` seconds without a 429 the rate grows back by ``recover_step`` per
+    ``recover_after`` seconds until it reaches the configured rate.
+
+    Waiters are served first come, first served. ``clock`` and ``sleep`` are injectable so that
+    tests can run on a fake clock.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: float | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        recover_after: float = 5.0,
+        recover_step: float | None = None,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        if burst is not None and burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst}")
+        self._rate = float(rate)
+        self._burst = float(burst) if burst is not None else max(1.0, self._rate / 10)
+        self._min_rate = min(1.0, self._rate)
+        self._clock = clock
+        self._sleep = sleep
+        self._random = random
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._recover_after = recover_after
+        self._recover_step = recover_step if recover_step is not None else max(1.0, rate / 10)
+
+        self._current = self._rate
+        now = clock()
+        # Start with a single token: the first request goes at once, the rest are paced.
+        self._tokens = 1.0
+        self._updated = now
+        self._paused_until = now
+        self._episode_start: float | None = None
+        self._episodes = 0  # consecutive throttle episodes, for the back-off exponent
+        self._last_throttle: float | None = None
+        self._recovered_at = now  # time of the last additive increase
+        self._lock = asyncio.Lock()
+
+    @property
+    def rate(self) -> float:
+        """The configured rate, requests per second."""
+        return self._rate
+
+    @property
+    def current_rate(self) -> float:
+        """The rate in force now (lower than ``rate`` after a 429, until it recovers)."""
+        self._advance(self._clock())
+        return self._current
+
+    @property
+    def paused_until(self) -> float:
+        """Clock time until which every sender is held back (in the past when not paused)."""
+        return self._paused_until
+
+    async def acquire(self) -> None:
+        """Wait for the right to send one request."""
+        # The lock makes waiters queue in arrival order and keeps the bucket arithmetic
+        # consistent; only one waiter sleeps at a time, which is exactly the pacing we want.
+        async with self._lock:
+            while True:
+                now = self._clock()
+                if now < self._paused_until:
+                    await self._sleep(self._paused_until - now)
+                    continue
+                self._advance(now)
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                await self._sleep((1.0 - self._tokens) / self._current)
+
+    def on_throttled(self, retry_after: float | None) -> float:
+        """Record a 429; return the pause, in seconds, that the caller's request now faces.
+
+        ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one.
+        """
+        now = self._clock()
+        self._advance(now)
+        self._last_throttle = now
+        in_episode = self._episode_start is not None and (
+            now < self._paused_until or now - self._episode_start < _EPISODE_WINDOW
+        )
+        if in_episode:
+            pause = max(0.0, self._paused_until - now)
+            if retry_after is not None and retry_after > pause:
+                pause = retry_after
+        else:
+            self._episodes += 1
+            self._episode_start = now
+            self._current = max(self._min_rate, self._current / 2)
+            if retry_after is not None:
+                pause = max(0.0, retry_after)
+            else:
+                ceiling = min(self._backoff_max, self._backoff_base * 2 ** (self._episodes - 1))
+                # Half fixed, half random: a real pause for everyone, senders of several
+                # processes sharing a key do not wake in lockstep.
+                pause = ceiling / 2 + self._random() * ceiling / 2
+        until = now + pause
+        if until > self._paused_until:
+            self._paused_until = until
+            # After the pause one request may go at once; the rest are paced at the new rate.
+            self._tokens = min(self._tokens, 1.0)
+            self._updated = until
+        self._recovered_at = max(now, self._paused_until)
+        return pause
+
+    def _capacity(self) -> float:
+        return max(1.0, self._burst * self._current / self._rate)
+
+    def _advance(self, now: float) -> None:
+        # Refill at the rate that was in force, then apply any recovery that is due.
+        if now > self._updated:
+            self._tokens = min(
+                self._capacity(), self._tokens + (now - self._updated) * self._current
+            )
+            self._updated = now
+        if self._last_throttle is None:
+            return
+        quiet_since = max(self._last_throttle, self._paused_until)
+        if self._episodes and now - quiet_since >= self._recover_after:
+            # A quiet period ends the run of consecutive episodes: the next back-off is short.
+            self._episodes = 0
+            self._episode_start = None
+        while self._current < self._rate and now - self._recovered_at >= self._recover_after:
+            self._recovered_at += self._recover_after
+            self._current = min(self._rate, self._current + self._recover_step)
+
+    def __repr__(self) -> str:
+        return (
+            f"RateLimiter(rate={self._rate:g}, current_rate={self._current:g}, "
+            f"burst={self._burst:g})"
+        )
