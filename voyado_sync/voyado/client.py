@@ -696,8 +696,8 @@ class VoyadoClient:
                 if isinstance(value, str) and value:
                     message = value
                     break
-            if not message and code is not None and isinstance(data.get("title"), str):
-                message = data["title"]
+            if not message and code is not None:
+                message = code
         elif isinstance(data, str):
             message = data
         elif text.strip():

@@ -108,7 +108,9 @@ class RateLimiter:
                     await self._sleep(self._paused_until - now)
                     continue
                 self._advance(now)
-                if self._tokens >= 1.0:
+                # The tolerance keeps float rounding from turning a wait into endless
+                # sleeps of a few attoseconds.
+                if self._tokens >= 1.0 - 1e-9:
                     self._tokens -= 1.0
                     return
                 await self._sleep((1.0 - self._tokens) / self._current)
