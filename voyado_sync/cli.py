@@ -1,0 +1,324 @@
+"""The ``voyado-sync`` command: a thin click layer over the engine.
+
+Exit codes: 0 everything selected was delivered (or nothing to do); 1 it ran, but some rows
+were rejected or failed (or validate found problems); 2 it could not run.
+Heavy imports (dbt, duckdb, httpx) happen inside the commands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from voyado_sync import __version__
+from voyado_sync.exceptions import VoyadoSyncError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT_RUN = 0, 1, 2
+
+
+def _project_options(func: F) -> F:
+    options = [
+        click.option(
+            "--project-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path("."),
+            show_default=True,
+            envvar="DBT_PROJECT_DIR",
+            help="The dbt project (where dbt_project.yml is).",
+        ),
+        click.option(
+            "--profiles-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            envvar="DBT_PROFILES_DIR",
+            help="Where profiles.yml is (dbt's default: current directory, then ~/.dbt).",
+        ),
+        click.option(
+            "--target", "-t", default=None, help="The dbt target (default: the profile's)."
+        ),
+        click.option(
+            "--target-path",
+            default=None,
+            envvar="DBT_TARGET_PATH",
+            help="dbt's target path, where manifest.json is (default: target).",
+        ),
+        click.option(
+            "--select",
+            "-s",
+            "select",
+            multiple=True,
+            help="Model names and tag:NAME, space or comma separated (default: every model "
+            "with meta.voyado).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _fail(exc: BaseException) -> None:
+    """The one error handler: the error tree to a message on stderr and exit code 2."""
+    if isinstance(exc, VoyadoSyncError):
+        click.echo(f"Error: {exc}", err=True)
+    else:
+        click.echo(f"Error: unexpected {type(exc).__name__}: {exc}", err=True)
+    raise SystemExit(EXIT_CANNOT_RUN)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="voyado-sync")
+def cli() -> None:
+    """Send rows of dbt models to Voyado Engage as interactions: exactly once, at Voyado's pace.
+
+    Declare a model's interactions under config.meta.voyado in its YAML, dbt build, then
+    `voyado-sync run`. VOYADO_BASE_URL and VOYADO_API_KEY come from the environment.
+    """
+
+
+class _Progress:
+    """A progress line per model on a terminal; periodic log lines otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.started: dict[str, float] = {}
+        self.last_log = 0.0
+
+    def __call__(self, model: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        start = self.started.setdefault(model, now)
+        elapsed = max(now - start, 1e-6)
+        rate = done / elapsed
+        left = (total - done) / rate if rate > 0 else 0.0
+        text = f"{model}: {done}/{total} rows, {rate:.1f}/s, {left:.0f}s left"
+        if self.tty:
+            width = 24
+            filled = int(width * done / total) if total else width
+            click.echo(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {text}\033[K", err=True, nl=False
+            )
+            if done >= total:
+                click.echo("", err=True)
+        elif done >= total or now - self.last_log >= 10:
+            self.last_log = now
+            click.echo(text, err=True)
+
+
+@cli.command()
+@_project_options
+@click.option(
+    "--dry-run", is_flag=True, help="Show what would be sent; write nothing, send nothing."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead.")
+@click.option("--base-url", default=None, help="Voyado's base URL (overrides VOYADO_BASE_URL).")
+@click.option(
+    "--rate",
+    type=float,
+    default=40.0,
+    show_default=True,
+    help="Requests per second for this API key, all models together (Voyado: keep below 50).",
+)
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Requests in flight.")
+@click.option(
+    "--state-schema",
+    default="voyado_sync",
+    show_default=True,
+    help="Warehouse schema of the ledger.",
+)
+@click.option(
+    "--retry-rejected", is_flag=True, help="Try rejected rows again even if they did not change."
+)
+def run(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
+    base_url: str | None,
+    rate: float,
+    concurrency: int,
+    state_schema: str,
+    retry_rejected: bool,
+) -> None:
+    """Send the rows not yet delivered of every selected model."""
+    from voyado_sync.engine import RunOptions
+    from voyado_sync.engine import run as run_sync
+
+    options = RunOptions(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        target_path=target_path,
+        select=select,
+        dry_run=dry_run,
+        state_schema=state_schema,
+        base_url=base_url,
+        rate=rate,
+        concurrency=concurrency,
+        retry_rejected=retry_rejected,
+    )
+    try:
+        result = run_sync(options, progress=None if as_json else _Progress())
+    except Exception as exc:
+        if as_json:
+            click.echo(json.dumps({"error": str(exc), "exit_code": EXIT_CANNOT_RUN}))
+        _fail(exc)
+        return
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2, default=str))
+    else:
+        _print_summary(result)
+    raise SystemExit(result.exit_code)
+
+
+def _print_summary(result: Any) -> None:
+    head = "Dry run: nothing was written or sent." if result.dry_run else f"Run {result.run_id}"
+    click.echo(f"{head} ({result.warehouse})")
+    for m in result.models:
+        verb = "would send" if result.dry_run else "sent"
+        line = (
+            f"  {m.model} -> {m.schema_id}: {m.selected} rows, {m.already_sent} already sent, "
+            f"{m.sent} {verb}, {m.rejected} rejected, {m.failed} failed"
+        )
+        if m.waiting:
+            line += f", {m.waiting} waiting for their contact"
+        if m.previously_rejected:
+            line += f", {m.previously_rejected} rejected earlier (unchanged, skipped)"
+        click.echo(line)
+        extras = []
+        if m.schema_created:
+            extras.append(f"created interaction schema {m.schema_id}")
+        if m.reconciled:
+            extras.append(f"{m.reconciled} found in Voyado after an unknown outcome (not resent)")
+        if m.lookups or m.lookups_cached:
+            extras.append(f"contact lookups: {m.lookups} new, {m.lookups_cached} cached")
+        for extra in extras:
+            click.echo(f"      {extra}")
+        for reason, count in sorted(m.reasons.items(), key=lambda kv: -kv[1]):
+            click.echo(f"      rejected ({count}): {reason}")
+        for sample in m.samples:
+            click.echo(
+                f"      sample {sample['row_key']}: {json.dumps(sample['body'], default=str)}"
+            )
+        if m.error:
+            click.echo(f"    ERROR: {m.error}")
+    if result.fatal:
+        click.echo(f"Stopped: {result.fatal}", err=True)
+    if result.interrupted:
+        click.echo(
+            "Interrupted: requests in flight were finished and recorded; run again to carry on.",
+            err=True,
+        )
+    if result.requests and not result.dry_run:
+        total = result.requests.get("total", 0)
+        click.echo(f"  requests to Voyado: {total}")
+    if any(m.rejected or m.failed for m in result.models):
+        click.echo("  See why: voyado-sync rejected")
+
+
+@cli.command()
+@_project_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def validate(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Check every meta.voyado block against Voyado's rules and the built models. Offline."""
+    from voyado_sync.validate import validate_project
+
+    try:
+        report = validate_project(
+            project_dir=project_dir,
+            profiles_dir=profiles_dir,
+            target=target,
+            target_path=target_path,
+            select=select,
+        )
+    except VoyadoSyncError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    raise SystemExit(EXIT_PROBLEMS if report.problems else EXIT_OK)
+
+
+@cli.command()
+@_project_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("--state-schema", default="voyado_sync", show_default=True)
+def rejected(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    as_json: bool,
+    state_schema: str,
+) -> None:
+    """List rejected, failed and waiting rows with their reasons (from the ledger)."""
+    from voyado_sync.state import Ledger
+    from voyado_sync.warehouse.adapter import DbtWarehouse
+
+    try:
+        warehouse = DbtWarehouse(project_dir=project_dir, profiles_dir=profiles_dir, target=target)
+        try:
+            ledger = Ledger(warehouse, schema=state_schema)
+            models = [t for s in select for t in s.replace(",", " ").split()]
+            rows = ledger.problems(models) if ledger.exists() else []
+        finally:
+            warehouse.close()
+    except VoyadoSyncError as exc:
+        _fail(exc)
+        return
+    items = [
+        {
+            "model": r.model,
+            "schema_id": r.schema_id,
+            "row_key": r.row_key_display,
+            "status": r.status,
+            "http_status": r.http_status,
+            "error_code": r.error_code,
+            "reason": r.reason,
+            "run_id": r.run_id,
+            "updated_at": r.updated_at,
+        }
+        for r in rows
+    ]
+    if as_json:
+        click.echo(json.dumps({"rows": items}, indent=2))
+        return
+    if not items:
+        click.echo("No rejected or failed rows.")
+        return
+    for item in items:
+        answer = " ".join(str(x) for x in (item["http_status"], item["error_code"]) if x)
+        code = f" [{answer}]" if answer else ""
+        click.echo(f"{item['model']} {item['row_key']}: {item['status']}{code}: {item['reason']}")
+
+
+def _register_emulator() -> None:
+    from voyado_sync.emulator.command import emulator_command
+
+    cli.add_command(emulator_command)
+
+
+_register_emulator()
+
+
+def main() -> None:
+    cli(prog_name="voyado-sync")

@@ -1,0 +1,267 @@
+"""SQL for "rows not yet delivered", built with sqlglot for the warehouse's dialect. Pure.
+
+The diff runs in the warehouse in two steps, so that already-sent keys never reach Python and
+a no-op run costs one anti-join:
+
+1. ``candidates``: every model row whose key is not ``sent`` in the ledger (a left join on a
+   hash of the unique key). Usually empty or tiny.
+2. ``pending``: among the candidates, one row per key with its duplicate count, minus keys that
+   were rejected before with unchanged content, numbered for paging.
+
+Keys are ``md5`` of the unique key columns cast to text, NULL spelled ``~null~`` so that (1, NULL)
+and (NULL, 1) differ; the content hash covers every mapped column the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlglot import exp
+
+from voyado_sync.spec import InteractionModel
+
+ROW_KEY = "__vs_row_key"
+CONTENT_HASH = "__vs_content_hash"
+PREV_STATUS = "__vs_prev_status"
+PREV_HASH = "__vs_prev_hash"
+PREV_FIRST_SEEN = "__vs_prev_first_seen"
+DUP_COUNT = "__vs_dup_count"
+GROUP_HASH = "__vs_group_hash"
+SEQ = "__vs_seq"
+NULL_TOKEN = "~null~"
+
+# Ledger statuses.
+IN_FLIGHT = "in_flight"
+SENT = "sent"
+REJECTED = "rejected"
+FAILED = "failed"
+CONTACT_NOT_FOUND = "contact_not_found"
+RETRYABLE = (FAILED, CONTACT_NOT_FOUND)
+
+
+def ident(name: str) -> exp.Identifier:
+    return exp.to_identifier(name, quoted=True)
+
+
+def col(name: str, table: str | None = None) -> exp.Column:
+    return exp.Column(this=ident(name), table=ident(table) if table else None)
+
+
+def table(name: str, schema: str | None = None, database: str | None = None) -> exp.Table:
+    return exp.Table(
+        this=ident(name),
+        db=ident(schema) if schema else None,
+        catalog=ident(database) if database else None,
+    )
+
+
+def lit(value: str) -> exp.Literal:
+    return exp.Literal.string(value)
+
+
+def hash_of(columns: Sequence[str], table_alias: str | None = None) -> exp.Expression:
+    """md5 over the text of each column, NULL-safe and order-sensitive."""
+    parts: list[exp.Expression] = []
+    for i, name in enumerate(columns):
+        if i:
+            parts.append(lit("|"))
+        parts.append(
+            exp.Coalesce(
+                this=exp.cast(col(name, table_alias), exp.DataType.build("varchar")),
+                expressions=[lit(NULL_TOKEN)],
+            )
+        )
+    text = parts[0]
+    for part in parts[1:]:
+        text = exp.DPipe(this=text, expression=part, safe=True)
+    return exp.MD5(this=text)
+
+
+def content_columns(model: InteractionModel) -> list[str]:
+    """Columns whose change makes a rejected row worth trying again."""
+    cols = [model.contact_column]
+    if model.created_date_column:
+        cols.append(model.created_date_column)
+    cols.extend(p.column for p in sorted(model.properties, key=lambda p: p.name))
+    return cols
+
+
+def staged_name(model: InteractionModel, step: str) -> str:
+    return f"_stage_{model.model}_{step}"
+
+
+def empty_ledger() -> exp.Subquery:
+    """Stands in for a ledger that does not exist yet (dry runs write nothing, not even DDL)."""
+    columns = ("model", "schema_id", "row_key", "status", "content_hash", "first_seen_at")
+    return (
+        exp.select(
+            *(exp.alias_(exp.cast(exp.null(), exp.DataType.build("varchar")), c) for c in columns)
+        )
+        .where(exp.false())
+        .subquery("l")
+    )
+
+
+def candidates_select(
+    *, model: InteractionModel, source: exp.Table, ledger: exp.Table | exp.Subquery
+) -> exp.Select:
+    """Step 1: model rows whose key is not yet ``sent`` (usually none)."""
+    used = model.columns_used
+    inner = exp.select(
+        exp.alias_(hash_of(model.unique_key), ROW_KEY, quoted=True),
+        exp.alias_(hash_of(content_columns(model)), CONTENT_HASH, quoted=True),
+        *(exp.alias_(col(name), f"c{i}", quoted=True) for i, name in enumerate(used)),
+    ).from_(source)
+    on = exp.and_(
+        col("model", "l").eq(lit(model.model)),
+        col("schema_id", "l").eq(lit(model.schema_id)),
+        col("row_key", "l").eq(col(ROW_KEY, "m")),
+    )
+    select = (
+        exp.select(
+            exp.Star(),
+        )
+        .from_(inner.subquery("m"))
+        .join(ledger.as_("l") if isinstance(ledger, exp.Table) else ledger, on=on, join_type="left")
+        .where(exp.or_(col("row_key", "l").is_(exp.null()), col("status", "l").neq(lit(SENT))))
+    )
+    # Select explicit columns rather than * so the ledger's columns get our prefixed names.
+    select.set(
+        "expressions",
+        [
+            col(ROW_KEY, "m"),
+            col(CONTENT_HASH, "m"),
+            *(col(f"c{i}", "m") for i in range(len(used))),
+            exp.alias_(col("status", "l"), PREV_STATUS, quoted=True),
+            exp.alias_(col("content_hash", "l"), PREV_HASH, quoted=True),
+            exp.alias_(col("first_seen_at", "l"), PREV_FIRST_SEEN, quoted=True),
+        ],
+    )
+    return select
+
+
+def create_sql(staging: exp.Table, select: exp.Select, dialect: str) -> list[str]:
+    """Replace ``staging`` with the result of ``select``."""
+    return [
+        exp.Drop(tables=[staging], kind="TABLE", exists=True).sql(dialect=dialect),
+        exp.Create(this=staging, kind="TABLE", expression=select).sql(dialect=dialect),
+    ]
+
+
+def pending_select(
+    *, model: InteractionModel, candidates: exp.Table | exp.Subquery, retry_rejected: bool
+) -> exp.Select:
+    """Step 2: one row per key, duplicate count and group hash, unchanged rejections removed."""
+    n_used = len(model.columns_used)
+    by_key = exp.Window(this=exp.Count(this=exp.Star()), partition_by=[col(ROW_KEY)])
+    hash_bounds = [
+        exp.Window(this=fn(this=col(CONTENT_HASH)), partition_by=[col(ROW_KEY)])
+        for fn in (exp.Min, exp.Max)
+    ]
+    group_hash = exp.Case(
+        ifs=[exp.If(this=by_key.copy().eq(exp.Literal.number(1)), true=col(CONTENT_HASH))],
+        default=exp.MD5(
+            this=exp.DPipe(
+                this=exp.DPipe(
+                    this=exp.DPipe(
+                        this=lit("dup|"),
+                        expression=exp.cast(by_key.copy(), exp.DataType.build("varchar")),
+                        safe=True,
+                    ),
+                    expression=hash_bounds[0],
+                    safe=True,
+                ),
+                expression=hash_bounds[1],
+                safe=True,
+            )
+        ),
+    )
+    rn = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[col(ROW_KEY)],
+        order=exp.Order(expressions=[exp.Ordered(this=col(CONTENT_HASH))]),
+    )
+    grouped = exp.select(
+        col(ROW_KEY),
+        *(col(f"c{i}") for i in range(n_used)),
+        col(PREV_STATUS),
+        col(PREV_HASH),
+        col(PREV_FIRST_SEEN),
+        exp.alias_(by_key, DUP_COUNT, quoted=True),
+        exp.alias_(group_hash, GROUP_HASH, quoted=True),
+        exp.alias_(rn, "__vs_rn", quoted=True),
+    ).from_(candidates)
+    retry_condition: exp.Expr = exp.or_(
+        col(PREV_STATUS).is_(exp.null()),
+        col(PREV_STATUS).isin(*(lit(s) for s in RETRYABLE)),
+        exp.and_(
+            col(PREV_STATUS).eq(lit(REJECTED)),
+            exp.true() if retry_rejected else col(PREV_HASH).neq(col(GROUP_HASH)),
+        ),
+    )
+    numbered = exp.Window(
+        this=exp.RowNumber(), order=exp.Order(expressions=[exp.Ordered(this=col(ROW_KEY))])
+    )
+    filtered = (
+        exp.select(exp.Star())
+        .from_(grouped.subquery("g"))
+        .where(exp.and_(col("__vs_rn").eq(exp.Literal.number(1)), retry_condition))
+    )
+    # Number after filtering, so that pages are dense.
+    return exp.select(exp.Star(), exp.alias_(numbered, SEQ, quoted=True)).from_(
+        filtered.subquery("f")
+    )
+
+
+def page_sql(
+    *,
+    model: InteractionModel,
+    pending: exp.Table | exp.Subquery,
+    after: int,
+    size: int,
+    dialect: str,
+) -> str:
+    """One page of pending rows by sequence number (keyset paging, no OFFSET)."""
+    n_used = len(model.columns_used)
+    return (
+        exp.select(
+            col(SEQ),
+            col(ROW_KEY),
+            col(GROUP_HASH),
+            col(DUP_COUNT),
+            col(PREV_STATUS),
+            col(PREV_FIRST_SEEN),
+            *(col(f"c{i}") for i in range(n_used)),
+        )
+        .from_(pending)
+        .where(
+            exp.and_(
+                exp.GT(this=col(SEQ), expression=exp.Literal.number(after)),
+                exp.LTE(this=col(SEQ), expression=exp.Literal.number(after + size)),
+            )
+        )
+        .order_by(col(SEQ))
+        .sql(dialect=dialect)
+    )
+
+
+def count_sql(
+    source: exp.Table | exp.Subquery, dialect: str, extra: Sequence[exp.Expression] = ()
+) -> str:
+    return exp.select(exp.Count(this=exp.Star()), *extra).from_(source).sql(dialect=dialect)
+
+
+def pending_rows_sql(pending: exp.Table | exp.Subquery, dialect: str) -> str:
+    """Number of pending keys and the model rows behind them (duplicates count each row)."""
+    return (
+        exp.select(
+            exp.Count(this=exp.Star()),
+            exp.Coalesce(this=exp.Sum(this=col(DUP_COUNT)), expressions=[exp.Literal.number(0)]),
+        )
+        .from_(pending)
+        .sql(dialect=dialect)
+    )
+
+
+def drop_sql(staging: exp.Table, dialect: str) -> str:
+    return exp.Drop(tables=[staging], kind="TABLE", exists=True).sql(dialect=dialect)

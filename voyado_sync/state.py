@@ -1,0 +1,392 @@
+"""The delivery ledger, run history and run lock, kept in the warehouse next to the models.
+
+One ledger row per (model, schema_id, row key). A row moves through::
+
+    (absent) -> in_flight -> sent | rejected | failed | contact_not_found
+    failed / contact_not_found -> in_flight (next run)
+    rejected -> in_flight (content changed, or --retry-rejected)
+    in_flight (left by a crash) -> sent (found in Voyado) | failed (absent: resent this run)
+
+``in_flight`` is written and committed *before* the request leaves, and ``sent`` only from
+Voyado's answer: a crash at any moment leaves either a row Voyado never saw (absent or failed)
+or an in-flight row the next run reconciles by looking it up in Voyado.
+
+Timestamps are ISO 8601 UTC strings, so the tables are the same on every warehouse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from voyado_sync.diff import IN_FLIGHT, col, ident, lit, table
+from voyado_sync.exceptions import LockError, StateError, WarehouseError
+from voyado_sync.warehouse.base import Warehouse
+
+LEDGER_VERSION = 1
+DEFAULT_SCHEMA = "voyado_sync"
+STALE_LOCK_SECONDS = 15 * 60
+
+_DDL = {
+    "deliveries": """
+        CREATE TABLE IF NOT EXISTS t (
+            model VARCHAR, schema_id VARCHAR, row_key VARCHAR, row_key_display VARCHAR,
+            content_hash VARCHAR, status VARCHAR, interaction_id VARCHAR, contact_id VARCHAR,
+            created_date VARCHAR, request_body VARCHAR, http_status INTEGER, error_code VARCHAR,
+            reason VARCHAR, run_id VARCHAR, first_seen_at VARCHAR, updated_at VARCHAR
+        )""",
+    "runs": """
+        CREATE TABLE IF NOT EXISTS t (
+            run_id VARCHAR, started_at VARCHAR, finished_at VARCHAR, status VARCHAR,
+            pid INTEGER, host VARCHAR, version VARCHAR, models VARCHAR, selected INTEGER,
+            already_sent INTEGER, sent INTEGER, rejected INTEGER, failed INTEGER, message VARCHAR
+        )""",
+    "run_lock": """
+        CREATE TABLE IF NOT EXISTS t (
+            name VARCHAR PRIMARY KEY, run_id VARCHAR, pid INTEGER, host VARCHAR,
+            acquired_at VARCHAR, heartbeat_at VARCHAR
+        )""",
+    "contacts": """
+        CREATE TABLE IF NOT EXISTS t (
+            key_type VARCHAR, key_value VARCHAR, contact_id VARCHAR, resolved_at VARCHAR
+        )""",
+    "ledger_version": "CREATE TABLE IF NOT EXISTS t (version INTEGER)",
+}
+
+DELIVERY_COLUMNS = (
+    "model",
+    "schema_id",
+    "row_key",
+    "row_key_display",
+    "content_hash",
+    "status",
+    "interaction_id",
+    "contact_id",
+    "created_date",
+    "request_body",
+    "http_status",
+    "error_code",
+    "reason",
+    "run_id",
+    "first_seen_at",
+    "updated_at",
+)
+
+
+def utc_now() -> str:
+    """Now, as Voyado writes instants: ISO 8601 UTC with milliseconds and Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One ledger row: the last known state of one model row in Voyado."""
+
+    model: str
+    schema_id: str
+    row_key: str
+    row_key_display: str
+    content_hash: str
+    status: str
+    run_id: str
+    first_seen_at: str
+    updated_at: str
+    interaction_id: str | None = None
+    contact_id: str | None = None
+    created_date: str | None = None
+    request_body: str | None = None
+    http_status: int | None = None
+    error_code: str | None = None
+    reason: str | None = None
+
+    def body(self) -> dict[str, Any] | None:
+        return json.loads(self.request_body) if self.request_body else None
+
+
+def _literal(value: object) -> exp.Expression:
+    if value is None:
+        return exp.null()
+    if isinstance(value, bool):
+        return exp.true() if value else exp.false()
+    if isinstance(value, int):
+        return exp.Literal.number(value)
+    return exp.Literal.string(str(value))
+
+
+class Ledger:
+    """Reads and writes the ledger tables of one warehouse, in schema ``schema``."""
+
+    def __init__(self, warehouse: Warehouse, *, schema: str = DEFAULT_SCHEMA) -> None:
+        self.warehouse = warehouse
+        self.schema = schema
+        self.dialect = warehouse.dialect
+
+    def table(self, name: str) -> exp.Table:
+        return table(name, self.schema, self.warehouse.database)
+
+    def _sql(self, expression: exp.Expr) -> str:
+        return expression.sql(dialect=self.dialect)
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        info = exp.Table(
+            this=exp.to_identifier("tables"), db=exp.to_identifier("information_schema")
+        )
+        query = (
+            exp.select(exp.Count(this=exp.Star()))
+            .from_(info)
+            .where(
+                exp.and_(
+                    exp.func("lower", exp.column("table_schema")).eq(lit(self.schema.lower())),
+                    exp.column("table_name").eq(lit("deliveries")),
+                )
+            )
+        )
+        return bool(self.warehouse.query(self._sql(query))[0][0])
+
+    def ensure(self) -> None:
+        """Create the ledger schema and tables on first use; refuse a newer ledger."""
+        schema = exp.Create(
+            this=exp.Table(
+                this=ident(self.schema),
+                db=ident(self.warehouse.database) if self.warehouse.database else None,
+            ),
+            kind="SCHEMA",
+            exists=True,
+        )
+        statements = [self._sql(schema)]
+        for name, ddl in _DDL.items():
+            create = sqlglot.parse_one(ddl, read="duckdb")
+            create.find(exp.Table).replace(self.table(name))  # type: ignore[union-attr]
+            statements.append(self._sql(create))
+        self.warehouse.execute_many(statements)
+        version_rows = self.warehouse.query(
+            self._sql(exp.select("version").from_(self.table("ledger_version")))
+        )
+        if not version_rows:
+            self.warehouse.execute(
+                self._sql(
+                    exp.insert(
+                        exp.values([(exp.Literal.number(LEDGER_VERSION),)]),
+                        self.table("ledger_version"),
+                    )
+                )
+            )
+        elif int(version_rows[0][0]) > LEDGER_VERSION:
+            raise StateError(
+                f"the ledger in schema {self.schema} was written by a newer voyado-sync "
+                f"(ledger version {version_rows[0][0]}); upgrade voyado-sync"
+            )
+
+    # -- the run lock --------------------------------------------------------------------------
+
+    def acquire_lock(self, run_id: str) -> None:
+        """One run at a time per ledger. A lock left by a dead process is taken over."""
+        host = socket.gethostname()
+        row = (
+            lit("ledger"),
+            lit(run_id),
+            exp.Literal.number(os.getpid()),
+            lit(host),
+            lit(utc_now()),
+            lit(utc_now()),
+        )
+        insert = self._sql(exp.insert(exp.values([row]), self.table("run_lock")))
+        try:
+            self.warehouse.execute(insert)
+            return
+        except WarehouseError:
+            pass
+        holder = self.lock_holder()
+        if holder is None or self._is_stale(holder):
+            where = col("name").eq(lit("ledger"))
+            self.warehouse.execute_many(
+                [self._sql(exp.delete(self.table("run_lock"), where=where)), insert]
+            )
+            return
+        raise LockError(
+            f"another voyado-sync run ({holder['run_id']}, PID {holder['pid']} on "
+            f"{holder['host']}, started {holder['acquired_at']}) holds the ledger in schema "
+            f"{self.schema}: only one run at a time may write it. Wait for it to finish; if "
+            "that process is gone for good, the lock is released automatically after "
+            f"{STALE_LOCK_SECONDS // 60} minutes without a heartbeat."
+        )
+
+    def lock_holder(self) -> dict[str, Any] | None:
+        rows = self.warehouse.query(
+            self._sql(
+                exp.select("run_id", "pid", "host", "acquired_at", "heartbeat_at").from_(
+                    self.table("run_lock")
+                )
+            )
+        )
+        if not rows:
+            return None
+        keys = ("run_id", "pid", "host", "acquired_at", "heartbeat_at")
+        return dict(zip(keys, rows[0], strict=True))
+
+    @staticmethod
+    def _is_stale(holder: dict[str, Any]) -> bool:
+        if holder["host"] == socket.gethostname():
+            try:
+                os.kill(int(holder["pid"]), 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+        try:
+            beat = datetime.fromisoformat(str(holder["heartbeat_at"]).replace("Z", "+00:00"))
+        except ValueError:
+            return True
+        return (datetime.now(UTC) - beat).total_seconds() > STALE_LOCK_SECONDS
+
+    def heartbeat(self, run_id: str) -> None:
+        self.warehouse.execute(
+            self._sql(
+                exp.update(
+                    self.table("run_lock"),
+                    {"heartbeat_at": lit(utc_now())},
+                    where=col("run_id").eq(lit(run_id)),
+                )
+            )
+        )
+
+    def release_lock(self, run_id: str) -> None:
+        self.warehouse.execute(
+            self._sql(exp.delete(self.table("run_lock"), where=col("run_id").eq(lit(run_id))))
+        )
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, *, models: Sequence[str], version: str) -> None:
+        values = {
+            "run_id": run_id,
+            "started_at": utc_now(),
+            "status": "running",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "version": version,
+            "models": ",".join(models),
+        }
+        self.warehouse.execute(
+            self._sql(
+                exp.insert(
+                    exp.values([tuple(_literal(v) for v in values.values())]),
+                    self.table("runs"),
+                    columns=list(values),
+                )
+            )
+        )
+
+    def finish_run(
+        self, run_id: str, *, status: str, counts: dict[str, int], message: str = ""
+    ) -> None:
+        changes: dict[str, Any] = {
+            "finished_at": lit(utc_now()),
+            "status": lit(status),
+            "message": lit(message[:2000]),
+        }
+        for key in ("selected", "already_sent", "sent", "rejected", "failed"):
+            changes[key] = exp.Literal.number(int(counts.get(key, 0)))
+        self.warehouse.execute(
+            self._sql(exp.update(self.table("runs"), changes, where=col("run_id").eq(lit(run_id))))
+        )
+
+    # -- deliveries ----------------------------------------------------------------------------
+
+    def write(self, deliveries: Sequence[Delivery]) -> None:
+        """Upsert ledger rows in one transaction (delete the keys, insert the new state)."""
+        if not deliveries:
+            return
+        statements: list[str] = []
+        groups: dict[tuple[str, str], list[Delivery]] = {}
+        for d in deliveries:
+            groups.setdefault((d.model, d.schema_id), []).append(d)
+        for (model, schema_id), items in groups.items():
+            keys = list(dict.fromkeys(d.row_key for d in items))
+            where = exp.and_(
+                col("model").eq(lit(model)),
+                col("schema_id").eq(lit(schema_id)),
+                col("row_key").isin(*(lit(k) for k in keys)),
+            )
+            statements.append(self._sql(exp.delete(self.table("deliveries"), where=where)))
+        rows = [tuple(_literal(getattr(d, c)) for c in DELIVERY_COLUMNS) for d in deliveries]
+        statements.append(
+            self._sql(
+                exp.insert(
+                    exp.values(rows), self.table("deliveries"), columns=list(DELIVERY_COLUMNS)
+                )
+            )
+        )
+        self.warehouse.execute_many(statements)
+
+    def _select(self, where: exp.Expr, order: Iterable[str] = ()) -> list[Delivery]:
+        query = exp.select(*DELIVERY_COLUMNS).from_(self.table("deliveries")).where(where)
+        for name in order:
+            query = query.order_by(name)
+        rows = self.warehouse.query(self._sql(query))
+        return [Delivery(**dict(zip(DELIVERY_COLUMNS, r, strict=True))) for r in rows]
+
+    def in_flight(self, model: str, schema_id: str) -> list[Delivery]:
+        """Rows a previous run journaled but never saw answered: their outcome is unknown."""
+        return self._select(
+            exp.and_(
+                col("model").eq(lit(model)),
+                col("schema_id").eq(lit(schema_id)),
+                col("status").eq(lit(IN_FLIGHT)),
+            )
+        )
+
+    def sent_ids(self, schema_id: str, contact_ids: Sequence[str]) -> set[str]:
+        """Voyado ids already claimed by sent rows of these contacts (never matched twice)."""
+        if not contact_ids:
+            return set()
+        query = (
+            exp.select("interaction_id")
+            .from_(self.table("deliveries"))
+            .where(
+                exp.and_(
+                    col("schema_id").eq(lit(schema_id)),
+                    col("status").eq(lit("sent")),
+                    col("contact_id").isin(*(lit(c) for c in contact_ids)),
+                )
+            )
+        )
+        return {str(r[0]) for r in self.warehouse.query(self._sql(query)) if r[0]}
+
+    def problems(self, models: Sequence[str] = ()) -> list[Delivery]:
+        """Rejected, failed and waiting rows, for ``voyado-sync rejected``."""
+        where: exp.Expr = col("status").isin(
+            lit("rejected"), lit("failed"), lit("contact_not_found"), lit(IN_FLIGHT)
+        )
+        if models:
+            where = exp.and_(where, col("model").isin(*(lit(m) for m in models)))
+        return self._select(where, order=("model", "row_key_display"))
+
+    def count_status(self, model: str, schema_id: str) -> dict[str, int]:
+        query = (
+            exp.select("status", exp.Count(this=exp.Star()))
+            .from_(self.table("deliveries"))
+            .where(exp.and_(col("model").eq(lit(model)), col("schema_id").eq(lit(schema_id))))
+            .group_by("status")
+        )
+        return {str(s): int(n) for s, n in self.warehouse.query(self._sql(query))}
+
+
+def monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)

@@ -1,0 +1,285 @@
+"""The warehouse of a dbt target, opened through dbt's own adapter.
+
+Profiles, targets, ``env_var()`` in profiles.yml and every adapter dbt supports come for free,
+and voyado-sync reads exactly the database dbt wrote. dbt is imported lazily (it costs seconds).
+
+DuckDB and Postgres are driven through the adapter's DB-API handle (no agate conversion);
+other adapters go through ``adapter.execute``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlglot import exp
+
+from voyado_sync.exceptions import ConfigError, WarehouseError
+from voyado_sync.spec import Relation
+
+# dbt adapter type -> sqlglot dialect
+DIALECTS = {
+    "duckdb": "duckdb",
+    "postgres": "postgres",
+    "redshift": "redshift",
+    "snowflake": "snowflake",
+    "bigquery": "bigquery",
+    "databricks": "databricks",
+    "spark": "spark",
+    "trino": "trino",
+}
+_DBAPI_ADAPTERS = {"duckdb", "postgres", "redshift"}
+_LOCK_PID = re.compile(r"PID (\d+)")
+
+
+def default_profiles_dir(project_dir: Path) -> Path:
+    """Where dbt looks for profiles.yml: $DBT_PROFILES_DIR, the current directory, ~/.dbt."""
+    env = os.environ.get("DBT_PROFILES_DIR")
+    if env:
+        return Path(env)
+    if (Path.cwd() / "profiles.yml").exists():
+        return Path.cwd()
+    if (project_dir / "profiles.yml").exists():
+        return project_dir
+    return Path.home() / ".dbt"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:500] or type(exc).__name__
+
+
+def _silence_dbt_logging() -> None:
+    # dbt logs adapter registration and queries to stdout; voyado-sync's stdout is its own
+    # (summaries, --json), so drop dbt's loggers.
+    from dbt_common.events.event_manager_client import cleanup_event_logger
+
+    cleanup_event_logger()
+
+
+class DbtWarehouse:
+    """A live connection to the warehouse of one dbt project + profile + target."""
+
+    def __init__(
+        self,
+        *,
+        project_dir: Path,
+        profiles_dir: Path | None = None,
+        target: str | None = None,
+        profile: str | None = None,
+    ) -> None:
+        self.project_dir = project_dir.resolve()
+        self.profiles_dir = (profiles_dir or default_profiles_dir(self.project_dir)).resolve()
+        try:
+            self._open(target=target, profile=profile)
+        except (ConfigError, WarehouseError):
+            raise
+        except Exception as exc:
+            raise WarehouseError(
+                f"cannot open the warehouse of dbt project {self.project_dir} "
+                f"(profiles.yml in {self.profiles_dir}): {_first_line(exc)}"
+            ) from exc
+
+    def _open(self, *, target: str | None, profile: str | None) -> None:
+        from argparse import Namespace
+
+        from dbt.adapters.factory import get_adapter, register_adapter
+        from dbt.config.runtime import RuntimeConfig, load_profile, load_project
+        from dbt.flags import get_flags, set_from_args
+        from dbt.mp_context import get_mp_context
+        from dbt_common.context import set_invocation_context
+
+        _silence_dbt_logging()
+        # env_var() in profiles.yml reads the invocation context, which dbt's CLI sets up.
+        set_invocation_context(dict(os.environ))
+        if not (self.project_dir / "dbt_project.yml").exists():
+            raise ConfigError([f"no dbt_project.yml in {self.project_dir}: pass --project-dir"])
+        if not (self.profiles_dir / "profiles.yml").exists():
+            raise ConfigError(
+                [f"no profiles.yml in {self.profiles_dir}: pass --profiles-dir or DBT_PROFILES_DIR"]
+            )
+        args = Namespace(
+            project_dir=str(self.project_dir),
+            profiles_dir=str(self.profiles_dir),
+            target=target,
+            profile=profile,
+            threads=None,
+            vars={},
+            send_anonymous_usage_stats=False,
+        )
+        set_from_args(args, {})
+        try:
+            dbt_profile = load_profile(str(self.project_dir), {}, profile, target, None)
+            project = load_project(str(self.project_dir), False, dbt_profile, {})
+        except Exception as exc:
+            raise ConfigError(
+                [f"dbt could not load the profile or project: {_first_line(exc)}"]
+            ) from exc
+        config = RuntimeConfig.from_parts(project, dbt_profile, get_flags())  # type: ignore[no-untyped-call]
+        self.adapter_type: str = str(config.credentials.type)
+        self.dialect = DIALECTS.get(self.adapter_type, self.adapter_type)
+        self.target_name: str = str(config.target_name)
+        self.database: str | None = getattr(config.credentials, "database", None) or None
+        self.target_schema: str = str(getattr(config.credentials, "schema", "") or "")
+        self.description = self._describe(config.credentials)
+        if self.adapter_type == "duckdb":
+            self._check_duckdb_file(config.credentials)
+        register_adapter(config, get_mp_context())
+        self._adapter = get_adapter(config)
+        self._conn_ctx = self._adapter.connection_named("voyado-sync")
+        self._conn_ctx.__enter__()
+        try:
+            self._handle = self._adapter.connections.get_thread_connection().handle
+        except Exception as exc:
+            self._conn_ctx.__exit__(None, None, None)
+            raise self._translate(exc, "connect") from exc
+
+    def _describe(self, creds: Any) -> str:
+        if self.adapter_type == "duckdb":
+            return f"DuckDB file {self._duckdb_path(creds)} (target {self.target_name})"
+        host = getattr(creds, "host", None) or getattr(creds, "account", None) or ""
+        where = f" on {host}" if host else ""
+        return f"{self.adapter_type} database {self.database}{where} (target {self.target_name})"
+
+    @staticmethod
+    def _duckdb_path(creds: Any) -> str:
+        path = str(getattr(creds, "path", ":memory:"))
+        if path == ":memory:" or path.startswith("md:") or "://" in path:
+            return path
+        return str((Path.cwd() / path).resolve())
+
+    def _check_duckdb_file(self, creds: Any) -> None:
+        raw = str(getattr(creds, "path", ":memory:"))
+        resolved = self._duckdb_path(creds)
+        if raw == ":memory:":
+            raise ConfigError(
+                [
+                    "the dbt target uses an in-memory DuckDB: there is nothing to sync from and no "
+                    "place for the ledger; set a file path in profiles.yml"
+                ]
+            )
+        if raw.startswith("md:") or "://" in raw or Path(resolved).exists():
+            return
+        hint = ""
+        in_project = self.project_dir / raw
+        if not Path(raw).is_absolute() and in_project.exists():
+            hint = (
+                f" A file exists at {in_project}: a relative path in profiles.yml resolves "
+                "against the current directory, as in dbt; run voyado-sync from the directory "
+                "you ran dbt from."
+            )
+        raise WarehouseError(
+            f"the DuckDB file {resolved} does not exist: run dbt build first.{hint}"
+        )
+
+    def _translate(self, exc: BaseException, purpose: str) -> WarehouseError:
+        text = _first_line(exc)
+        if self.adapter_type == "duckdb" and "lock" in text.lower():
+            pid = _LOCK_PID.search(text)
+            holder = f" (PID {pid.group(1)})" if pid else ""
+            return WarehouseError(
+                f"the {self.description} is locked by another process{holder}: a dbt build or "
+                "another voyado-sync run is using it. DuckDB allows one writer at a time; rerun "
+                "when it has finished."
+            )
+        return WarehouseError(f"{self.description}: {purpose} failed: {text}")
+
+    # -- the Warehouse protocol ---------------------------------------------------------------
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        try:
+            if self.adapter_type in _DBAPI_ADAPTERS:
+                cursor = self._handle.cursor()
+                cursor.execute(sql)
+                rows = [tuple(r) for r in cursor.fetchall()]
+                self._end_read()
+                return rows
+            _, table = self._adapter.execute(sql, auto_begin=False, fetch=True)
+            return [tuple(r) for r in table.rows]
+        except Exception as exc:
+            self._rollback()
+            raise self._translate(exc, "query") from exc
+
+    def execute(self, sql: str) -> None:
+        self.execute_many([sql])
+
+    def execute_many(self, statements: Sequence[str]) -> None:
+        if not statements:
+            return
+        try:
+            if self.adapter_type == "duckdb":
+                cursor = self._handle.cursor()
+                if len(statements) == 1:
+                    cursor.execute(statements[0])
+                    return
+                cursor.execute("BEGIN TRANSACTION")
+                for sql in statements:
+                    cursor.execute(sql)
+                cursor.execute("COMMIT")
+            elif self.adapter_type in _DBAPI_ADAPTERS:
+                cursor = self._handle.cursor()
+                for sql in statements:
+                    cursor.execute(sql)
+                self._handle.commit()
+            else:
+                for sql in statements:
+                    self._adapter.execute(sql, auto_begin=True, fetch=False)
+                self._adapter.connections.commit_if_has_connection()
+        except Exception as exc:
+            self._rollback()
+            raise self._translate(exc, "write") from exc
+
+    def columns(self, relation: Relation) -> dict[str, str] | None:
+        info = exp.Table(
+            this=exp.to_identifier("columns"), db=exp.to_identifier("information_schema")
+        )
+        conditions = [
+            exp.func("lower", exp.column("table_schema")).eq(
+                exp.Literal.string(relation.schema.lower())
+            ),
+            exp.func("lower", exp.column("table_name")).eq(
+                exp.Literal.string(relation.identifier.lower())
+            ),
+        ]
+        if relation.database and self.adapter_type not in ("bigquery",):
+            conditions.append(
+                exp.func("lower", exp.column("table_catalog")).eq(
+                    exp.Literal.string(relation.database.lower())
+                )
+            )
+        select = (
+            exp.select("column_name", "data_type")
+            .from_(info)
+            .where(exp.and_(*conditions))
+            .order_by("ordinal_position")
+        )
+        rows = self.query(select.sql(dialect=self.dialect))
+        if not rows:
+            return None
+        return {str(name): str(dtype) for name, dtype in rows}
+
+    def close(self) -> None:
+        try:
+            self._conn_ctx.__exit__(None, None, None)
+            self._adapter.cleanup_connections()
+        except Exception:  # closing must never mask the error that led here
+            pass
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _end_read(self) -> None:
+        # psycopg2 opens a transaction even for a SELECT; end it so we never hold locks.
+        if self.adapter_type != "duckdb" and not getattr(self._handle, "autocommit", True):
+            self._handle.commit()
+
+    def _rollback(self) -> None:
+        try:
+            if self.adapter_type == "duckdb":
+                self._handle.cursor().execute("ROLLBACK")
+            elif self.adapter_type in _DBAPI_ADAPTERS:
+                self._handle.rollback()
+        except Exception:  # nothing to roll back is fine
+            pass

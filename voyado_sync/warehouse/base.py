@@ -1,0 +1,41 @@
+"""The small surface the engine needs from a warehouse."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from voyado_sync.spec import Relation
+
+
+class Warehouse(Protocol):
+    """A connection to the warehouse of a dbt target.
+
+    Every method runs on the thread that opened the connection (dbt's connections are per
+    thread); errors come out as WarehouseError with the statement's purpose in the message.
+    """
+
+    dialect: str
+    """The sqlglot dialect of this warehouse (duckdb, postgres, snowflake, ...)."""
+    description: str
+    """Human-readable: which database or file was opened."""
+    database: str | None
+    """The target's database (catalog), where the ledger schema lives."""
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run a SELECT and return every row (callers page with LIMIT)."""
+        ...
+
+    def execute(self, sql: str) -> None:
+        """Run one statement that returns nothing, committed when it returns."""
+        ...
+
+    def execute_many(self, statements: Sequence[str]) -> None:
+        """Run statements in one transaction: all of them or none."""
+        ...
+
+    def columns(self, relation: Relation) -> dict[str, str] | None:
+        """Column name -> type of a relation, in order; None when the relation does not exist."""
+        ...
+
+    def close(self) -> None: ...
