@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import json
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from voyado_sync import FatalApiError, RetryableApiError
+from voyado_sync.emulator import Contact, EmulatorConfig, run_emulator_in_thread
 from voyado_sync.exceptions import ApiError
 from voyado_sync.voyado import (
     ContactAmbiguous,
@@ -151,7 +152,7 @@ class FakeVoyado:
 
 
 def make_client(
-    fake: FakeVoyado | Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]],
+    fake: FakeVoyado | Callable[[httpx.Request], httpx.Response],
     *,
     time: FakeTime | None = None,
     max_attempts: int = 4,
@@ -185,8 +186,8 @@ async def deliver(fake: FakeVoyado, **kw: Any) -> tuple[Any, VoyadoClient]:
 
 # ------------------------------------------------------------------ deliver_interaction table
 
-THROTTLE_WITH = httpx.Response(429, headers={"Retry-After": "3"})
-THROTTLE_WITHOUT = httpx.Response(429)
+THROTTLE_WITH: Script = httpx.Response(429, headers={"Retry-After": "3"})
+THROTTLE_WITHOUT: Script = httpx.Response(429)
 
 DELIVERY_TABLE: list[tuple[str, list[Script], Any, int, int]] = [
     # name, POST script, expected outcome, POSTs sent, listings read
@@ -698,3 +699,100 @@ def test_throttling_never_goes_below_one_per_second() -> None:
         clock.now = n * 1.5  # each a new episode, too soon for any recovery
         limiter.on_throttled(0.0)
     assert limiter.current_rate == 1.0
+
+
+# -------------------------------------------------------------- real HTTP, against the emulator
+
+SCHEMA: dict[str, Any] = {
+    "id": "client_test",
+    "displayName": "Client test",
+    "jsonSchema": {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "displayName": "N", "showInContactCard": "true"},
+            "sku": {"type": "string", "displayName": "SKU", "showInContactCard": "true"},
+        },
+        "required": ["n"],
+    },
+}
+
+
+def _rows(contact_id: str, count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "contactId": contact_id,
+            "schemaId": SCHEMA["id"],
+            "createdDate": f"2025-09-03T07:04:{n % 60:02d}.{n:03d}Z",
+            "payload": {"n": n, "sku": f"SKU-{n}"},
+        }
+        for n in range(count)
+    ]
+
+
+def _real_client(url: str, *, rate: float, api_key: str = "emulator-key") -> VoyadoClient:
+    return VoyadoClient(
+        base_url=url,
+        api_key=api_key,
+        rate=rate,
+        concurrency=8,
+        timeout=5.0,
+        retry=RetryPolicy(max_attempts=8, backoff_base=0.01, backoff_max=0.05),
+    )
+
+
+def test_emulator_exactly_once_despite_lost_answers_and_gateway_errors() -> None:
+    config = EmulatorConfig(
+        contacts=[Contact("c-1", email="anna@example.com")],
+        ambiguous_rate=0.4,  # stored, then a 503 or a dropped connection
+        error_rate=0.1,  # 502/503/504 before anything is stored
+        rate_limit=0,
+        seed=11,
+    )
+    with run_emulator_in_thread(config) as emulator:
+
+        async def scenario() -> list[Any]:
+            async with _real_client(emulator.url, rate=400) as client:
+                await client.create_schema(SCHEMA)
+                found = await client.lookup_contact("email", "anna@example.com")
+                assert found == ContactFound("c-1")
+                claimed: set[str] = set()
+                rows = _rows("c-1", 30)
+                return await asyncio.gather(
+                    *(client.deliver_interaction(r, claimed=claimed) for r in rows)
+                )
+
+        outcomes = run(scenario())
+        stats = emulator.stats()
+        stored = emulator.interactions()
+
+    assert all(isinstance(o, Delivered) for o in outcomes), outcomes
+    assert any(o.reconciled for o in outcomes), "the faults were exercised"
+    assert len({o.interaction_id for o in outcomes}) == 30
+    assert sorted(x["payload"]["n"] for x in stored) == list(range(30)), "each row once"
+    assert stats["duplicates"] == 0
+    assert stats["faults"]["dropped_connections"] > 0 and stats["faults"]["ambiguous_503"] > 0
+
+
+def test_emulator_throttling_and_a_wrong_key() -> None:
+    config = EmulatorConfig(contacts=[Contact("c-1")], rate_limit=5, retry_after=0.2)
+    with run_emulator_in_thread(config) as emulator:
+
+        async def scenario() -> tuple[list[Any], VoyadoClient]:
+            async with _real_client(emulator.url, rate=100) as client:
+                await client.create_schema(SCHEMA)
+                outcomes = await asyncio.gather(
+                    *(client.deliver_interaction(r) for r in _rows("c-1", 8))
+                )
+            async with _real_client(emulator.url, rate=10, api_key="wrong-key-123") as bad:
+                with pytest.raises(FatalApiError, match=r"\(401\)") as info:
+                    await bad.list_schemas()
+                assert "wrong-key-123" not in str(info.value)
+            return outcomes, client
+
+        outcomes, client = run(scenario())
+        stored = emulator.interactions()
+
+    assert all(isinstance(o, Delivered) for o in outcomes)
+    assert len(stored) == 8
+    assert client.stats.throttled > 0 and client.limiter.current_rate < 100

@@ -136,6 +136,12 @@ class VoyadoClient:
 
     Use it as an async context manager (or call ``aclose``). One client per run and API key:
     its ``limiter`` paces every request it sends, and ``stats`` counts them.
+
+    ``rate`` is requests per second (ignored when a shared ``limiter`` is passed);
+    ``concurrency`` bounds the exchanges in flight and sizes the connection pool; ``timeout``
+    applies to connect, read, write and pool waits alike. ``transport`` is for tests
+    (``httpx.MockTransport``), as are ``sleep``, ``clock`` and ``random``, which drive every
+    back-off and pause.
     """
 
     def __init__(
