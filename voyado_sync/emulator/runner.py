@@ -189,6 +189,10 @@ class EmulatorHandle:
             with contextlib.suppress(RuntimeError):  # the loop closed in the meantime
                 loop.call_soon_threadsafe(stop_event.set)
             self._thread.join(timeout)
+            # E.g. the final state-file save failed: say so rather than lose the demo's data.
+            failure, self._failure = self._failure, None
+            if failure is not None:
+                raise failure
 
     def __enter__(self) -> EmulatorHandle:
         return self

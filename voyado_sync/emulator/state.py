@@ -73,7 +73,8 @@ class StoredInteraction:
             "contactId": self.contact_id,
             "schemaId": self.schema_id,
             "createdDate": self.created_date,
-            "payload": self.payload,
+            # A copy: callers (tests, the admin API) must not be able to edit stored data.
+            "payload": dict(self.payload),
         }
 
     def fingerprints(self) -> tuple[str, str]:
@@ -100,7 +101,7 @@ class Emulator:
     def _clear(self) -> None:
         self._schemas: dict[str, InteractionSchema] = {}
         self._interactions: dict[str, StoredInteraction] = {}
-        # (lower-case contact id, schema id) -> ids in creation order, for listing.
+        # (lower-case contact id, schema id) -> interactions in creation order, for listing.
         self._by_pair: dict[tuple[str, str], list[StoredInteraction]] = {}
         self._seq = 0
         self._ignored: deque[dict[str, Any]] = deque(maxlen=_MAX_IGNORED_KEPT)
@@ -155,7 +156,7 @@ class Emulator:
     def ignored(self) -> list[dict[str, Any]]:
         """The interactions answered 201 but not kept, each with the reason."""
         with self._lock:
-            return list(self._ignored)
+            return [dict(entry) for entry in self._ignored]
 
     def stats(self) -> dict[str, Any]:
         """Counts of what was stored, ignored, dropped and duplicated, and of requests."""
