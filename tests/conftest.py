@@ -42,3 +42,56 @@ def fresh_emulator(emulator: EmulatorHandle) -> Iterator[EmulatorHandle]:
 
 
 # ---- end of emulator -----------------------------------------------------------------------
+
+
+# ---- real dbt projects ---------------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from tests.projects import BULK_CONTACTS, BuiltProject, build_bulk, build_example  # noqa: E402
+from voyado_sync.emulator import load_contacts  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def example_build(tmp_path_factory: pytest.TempPathFactory) -> BuiltProject:
+    """The example dbt project, built once with a real `dbt build`."""
+    return build_example(tmp_path_factory.mktemp("example-build"))
+
+
+@pytest.fixture(scope="session")
+def bulk_build(tmp_path_factory: pytest.TempPathFactory) -> BuiltProject:
+    """A generated project with 300 rows in one model, built once."""
+    return build_bulk(tmp_path_factory.mktemp("bulk-build"))
+
+
+@pytest.fixture
+def example(
+    example_build: BuiltProject,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_emulator: EmulatorHandle,
+) -> BuiltProject:
+    """A private copy of the built example warehouse, the emulator seeded with its contacts,
+    and VOYADO_* pointing at the emulator."""
+    db = example_build.fresh_db(tmp_path)
+    monkeypatch.setenv(example_build.db_env, str(db))
+    monkeypatch.setenv("VOYADO_BASE_URL", fresh_emulator.url)
+    monkeypatch.setenv("VOYADO_API_KEY", _EMULATOR_DEFAULTS.api_key)
+    fresh_emulator.add_contacts(load_contacts(example_build.project_dir / "emulator_contacts.csv"))
+    return example_build
+
+
+@pytest.fixture
+def bulk(
+    bulk_build: BuiltProject,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_emulator: EmulatorHandle,
+) -> BuiltProject:
+    """Like ``example`` for the 300-row bulk project."""
+    db = bulk_build.fresh_db(tmp_path)
+    monkeypatch.setenv(bulk_build.db_env, str(db))
+    monkeypatch.setenv("VOYADO_BASE_URL", fresh_emulator.url)
+    monkeypatch.setenv("VOYADO_API_KEY", _EMULATOR_DEFAULTS.api_key)
+    fresh_emulator.add_contacts(BULK_CONTACTS)
+    return bulk_build

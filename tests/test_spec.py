@@ -220,11 +220,6 @@ def test_rule_problems_of_several_properties_are_reported_together() -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_spec runs _check_rules only when pydantic found nothing, so a typo "
-    "hides the segmentation / productSku / format problems until the next run",
-)
 def test_structural_and_rule_problems_are_reported_in_one_go() -> None:
     props: dict[str, Any] = {f"p{i}": {"add_to_segmentation": True} for i in range(7)}
     assert set(_by_key(_problems(_raw(uniqe_key="x", properties=props)))) == {
@@ -503,12 +498,6 @@ def test_same_schema_with_same_properties_from_other_columns_is_allowed() -> Non
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: spec._shape compares shorthand properties by their column name (it excludes "
-    "'column' only for the full form), so two models feeding one schema from different "
-    "columns are refused",
-)
 def test_same_schema_with_shorthand_properties_from_other_columns_is_allowed() -> None:
     assert (
         check_project_rules(

@@ -8,8 +8,9 @@ a no-op run costs one anti-join:
 2. ``pending``: among the candidates, one row per key with its duplicate count, minus keys that
    were rejected before with unchanged content, numbered for paging.
 
-Keys are ``md5`` of the unique key columns cast to text, NULL spelled ``~null~`` so that (1, NULL)
-and (NULL, 1) differ; the content hash covers every mapped column the same way.
+Keys are ``md5`` of the unique key columns cast to text, with ``\\`` and ``|`` escaped and NULL
+spelled ``\\N``, joined by ``|``: (1, NULL) and (NULL, 1) differ, and so do ("a|b", "c") and
+("a", "b|c"). The content hash covers every mapped column the same way.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ PREV_FIRST_SEEN = "__vs_prev_first_seen"
 DUP_COUNT = "__vs_dup_count"
 GROUP_HASH = "__vs_group_hash"
 SEQ = "__vs_seq"
-NULL_TOKEN = "~null~"
+NULL_TOKEN = "\\N"
 
 # Ledger statuses.
 IN_FLIGHT = "in_flight"
@@ -59,15 +60,22 @@ def lit(value: str) -> exp.Literal:
     return exp.Literal.string(value)
 
 
+def _escaped(value: exp.Expr) -> exp.Expr:
+    # Backslash and the separator are escaped, so ("a|b", "c") and ("a", "b|c") differ and no
+    # text can spell the NULL token (every backslash in an escaped value is followed by \ or |).
+    doubled = exp.func("replace", value, lit("\\"), lit("\\\\"))
+    return exp.func("replace", doubled, lit("|"), lit("\\|"))
+
+
 def hash_of(columns: Sequence[str], table_alias: str | None = None) -> exp.Expression:
-    """md5 over the text of each column, NULL-safe and order-sensitive."""
+    """md5 over the text of each column, NULL-safe, order-sensitive and unambiguous."""
     parts: list[exp.Expression] = []
     for i, name in enumerate(columns):
         if i:
             parts.append(lit("|"))
         parts.append(
             exp.Coalesce(
-                this=exp.cast(col(name, table_alias), exp.DataType.build("varchar")),
+                this=_escaped(exp.cast(col(name, table_alias), exp.DataType.build("varchar"))),
                 expressions=[lit(NULL_TOKEN)],
             )
         )

@@ -3,8 +3,8 @@
 ::
 
     VoyadoSyncError                 base class; never raised directly
-    ├── ConfigError                 the project's meta.voyado, options or environment are wrong: fix and rerun (exit 2)
-    ├── ManifestError               target/manifest.json is missing or unreadable: run dbt build (exit 2)
+    ├── ConfigError                 meta.voyado, options or environment are wrong (exit 2)
+    ├── ManifestError               target/manifest.json is missing or unreadable (exit 2)
     ├── WarehouseError              the warehouse could not be reached or a query failed (exit 2)
     ├── StateError                  the ledger is unusable (exit 2)
     │   └── LockError               another run holds the ledger's lock (exit 2)

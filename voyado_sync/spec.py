@@ -174,9 +174,34 @@ def parse_spec(model: str, raw: object) -> VoyadoSpec:
             if item not in seen:
                 seen.add(item)
                 problems.append(ConfigProblem(item[1], model, item[0]))
+        # Voyado's limits are checked on the raw block too, so one typo does not hide them.
+        problems.extend(_raw_rules(model, raw))
         raise ConfigError(problems) from None
     _check_rules(model, spec)
     return spec
+
+
+def _raw_rules(model: str, raw: Mapping[str, Any]) -> list[ConfigProblem]:
+    properties = raw.get("properties")
+    if not isinstance(properties, Mapping):
+        return []
+    segmentable = [
+        str(name)
+        for name, prop in properties.items()
+        if isinstance(prop, Mapping) and prop.get("add_to_segmentation") is True
+    ]
+    if len(segmentable) <= MAX_SEGMENTABLE:
+        return []
+    return [_too_many_segmentable(model, segmentable)]
+
+
+def _too_many_segmentable(model: str, names: list[str]) -> ConfigProblem:
+    return ConfigProblem(
+        f"{len(names)} properties have add_to_segmentation: true ({', '.join(names)}); Voyado "
+        f"allows at most {MAX_SEGMENTABLE} per schema",
+        model,
+        f"{META_ROOT}.properties",
+    )
 
 
 def _check_rules(model: str, spec: VoyadoSpec) -> None:
@@ -187,14 +212,7 @@ def _check_rules(model: str, spec: VoyadoSpec) -> None:
         if isinstance(prop, PropertySpec) and prop.add_to_segmentation
     ]
     if len(segmentable) > MAX_SEGMENTABLE:
-        problems.append(
-            ConfigProblem(
-                f"{len(segmentable)} properties have add_to_segmentation: true "
-                f"({', '.join(segmentable)}); Voyado allows at most {MAX_SEGMENTABLE} per schema",
-                model,
-                f"{META_ROOT}.properties",
-            )
-        )
+        problems.append(_too_many_segmentable(model, segmentable))
     for name, prop in spec.properties.items():
         if isinstance(prop, PropertySpec) and prop.format and prop.type not in (None, "string"):
             problems.append(
@@ -552,7 +570,8 @@ def check_project_rules(models: Sequence[tuple[str, VoyadoSpec]]) -> list[Config
 
 
 def _shape(spec: VoyadoSpec) -> dict[str, Any]:
+    # The columns may differ between models; the schema they imply must not.
     return {
-        name: (raw if isinstance(raw, str) else raw.model_dump(exclude={"column"}))
+        name: (PropertySpec() if isinstance(raw, str) else raw).model_dump(exclude={"column"})
         for name, raw in spec.properties.items()
     } | {"__display_name": spec.display_name}

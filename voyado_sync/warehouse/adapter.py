@@ -86,7 +86,7 @@ class DbtWarehouse:
     def _open(self, *, target: str | None, profile: str | None) -> None:
         from argparse import Namespace
 
-        from dbt.adapters.factory import get_adapter, register_adapter
+        from dbt.adapters.factory import get_adapter, register_adapter, reset_adapters
         from dbt.config.runtime import RuntimeConfig, load_profile, load_project
         from dbt.flags import get_flags, set_from_args
         from dbt.mp_context import get_mp_context
@@ -118,7 +118,7 @@ class DbtWarehouse:
             raise ConfigError(
                 [f"dbt could not load the profile or project: {_first_line(exc)}"]
             ) from exc
-        config = RuntimeConfig.from_parts(project, dbt_profile, get_flags())  # type: ignore[no-untyped-call]
+        config = RuntimeConfig.from_parts(project, dbt_profile, get_flags())
         self.adapter_type: str = str(config.credentials.type)
         self.dialect = DIALECTS.get(self.adapter_type, self.adapter_type)
         self.target_name: str = str(config.target_name)
@@ -127,6 +127,9 @@ class DbtWarehouse:
         self.description = self._describe(config.credentials)
         if self.adapter_type == "duckdb":
             self._check_duckdb_file(config.credentials)
+        # dbt keeps the first adapter registered per type for the life of the process; a second
+        # run in the same process (tests, orchestrators) must not reuse the first one's target.
+        reset_adapters()
         register_adapter(config, get_mp_context())
         self._adapter = get_adapter(config)
         self._conn_ctx = self._adapter.connection_named("voyado-sync")
@@ -265,6 +268,14 @@ class DbtWarehouse:
         try:
             self._conn_ctx.__exit__(None, None, None)
             self._adapter.cleanup_connections()
+            if self.adapter_type == "duckdb":
+                # dbt-duckdb keeps one database instance per process; close it so the file
+                # lock is released now and a later open in this process sees the right file.
+                from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+                if DuckDBConnectionManager._ENV is not None:
+                    DuckDBConnectionManager._ENV.close()
+                DuckDBConnectionManager.close_all_connections()
         except Exception:  # closing must never mask the error that led here
             pass
 
