@@ -8,6 +8,7 @@ Heavy imports (dbt, duckdb, httpx) happen inside the commands, so ``--help`` is 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -63,6 +64,19 @@ def _project_options(func: F) -> F:
     return func
 
 
+N = TypeVar("N", int, float)
+
+
+def _env_number(name: str, default: N, kind: type[N]) -> N:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise click.BadParameter(f"{name}={raw!r} is not a number") from None
+
+
 def _fail(exc: BaseException) -> None:
     """The one error handler: the error tree to a message on stderr and exit code 2."""
     if isinstance(exc, VoyadoSyncError):
@@ -72,7 +86,42 @@ def _fail(exc: BaseException) -> None:
     raise SystemExit(EXIT_CANNOT_RUN)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    """Commands whose modules are heavy (the emulator) are imported only when run."""
+
+    lazy: dict[str, tuple[str, str, str]] = {
+        "emulator": (
+            "voyado_sync.emulator.command",
+            "emulator_command",
+            "Run a local Voyado Engage emulator (for demos and tests).",
+        ),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, attr, _ = self.lazy[cmd_name]
+            command: click.Command = getattr(__import__(module, fromlist=[attr]), attr)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, self.lazy[name][2]) for name in self.lazy]
+        rows += [
+            (name, cmd.get_short_help_str(limit=formatter.width - 20))
+            for name, cmd in self.commands.items()
+            if name not in self.lazy and not cmd.hidden
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="voyado-sync")
 def cli() -> None:
     """Send rows of dbt models to Voyado Engage as interactions: exactly once, at Voyado's pace.
@@ -151,8 +200,14 @@ def run(
     """Send the rows not yet delivered of every selected model."""
     from voyado_sync.engine import RunOptions
     from voyado_sync.engine import run as run_sync
+    from voyado_sync.voyado import RetryPolicy
 
     options = RunOptions(
+        retry=RetryPolicy(
+            max_attempts=_env_number("VOYADO_SYNC_MAX_ATTEMPTS", 8, int),
+            backoff_base=_env_number("VOYADO_SYNC_BACKOFF_BASE", 1.0, float),
+            backoff_max=_env_number("VOYADO_SYNC_BACKOFF_MAX", 60.0, float),
+        ),
         project_dir=project_dir,
         profiles_dir=profiles_dir,
         target=target,
@@ -311,14 +366,9 @@ def rejected(
         click.echo(f"{item['model']} {item['row_key']}: {item['status']}{code}: {item['reason']}")
 
 
-def _register_emulator() -> None:
-    from voyado_sync.emulator.command import emulator_command
-
-    cli.add_command(emulator_command)
-
-
-_register_emulator()
-
-
 def main() -> None:
     cli(prog_name="voyado-sync")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -259,6 +259,9 @@ class _Stop:
         self.signal_name: str | None = None
 
     def __call__(self, signum: int, _frame: object) -> None:
+        if self.event.is_set():
+            # A second signal means "now": rows in flight are reconciled by the next run.
+            raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
         self.event.set()
 
@@ -285,6 +288,8 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse")
         self._warehouse: Warehouse | None = None
         self._claimed: set[str] = set()
+        self._body_locks: dict[str, asyncio.Lock] = {}
+        self._last_stamp: datetime | None = None
 
     # Warehouse calls, always on the warehouse thread.
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -566,29 +571,42 @@ class Engine:
         size = self._page_size()
         self._report(model, 0, total)
         gate = asyncio.Semaphore(self.options.concurrency)
-        previous: tuple[list[_Prepared], list[asyncio.Task[DeliveryOutcome | None]]] | None = None
+        outstanding: list[tuple[list[_Prepared], list[asyncio.Task[DeliveryOutcome | None]]]] = []
         after = 0
         done = 0
-        while not self.stop.set:
-            page = await self._db(self._page, ledger, model, after, size)
-            if not page:
-                break
-            after = page[-1][0]
-            prepared, settled = await self._prepare(
-                client, cache, builder, model, [r for _, r in page], res
-            )
-            journal = [p.delivery(sql.IN_FLIGHT, self.run_id) for p in prepared]
-            await self._db(ledger.write, settled + journal)
-            done += len(settled)
-            tasks = [asyncio.create_task(self._deliver(client, gate, p)) for p in prepared]
-            if previous is not None:
-                done += await self._settle(ledger, model, res, *previous)
-                self._report(model, done, total)
-                await self._db(ledger.heartbeat, self.run_id)
-            previous = (prepared, tasks)
-        if previous is not None:
-            done += await self._settle(ledger, model, res, *previous)
-        self._report(model, done, total)
+        try:
+            while not self.stop.set:
+                page = await self._db(self._page, ledger, model, after, size)
+                if not page:
+                    break
+                after = page[-1][0]
+                prepared, settled = await self._prepare(
+                    client, cache, builder, model, [r for _, r in page], res
+                )
+                # The journal is committed before any of these requests leaves.
+                journal = [p.delivery(sql.IN_FLIGHT, self.run_id) for p in prepared]
+                await self._db(ledger.write, settled + journal)
+                done += len(settled)
+                tasks = [asyncio.create_task(self._deliver(client, gate, p)) for p in prepared]
+                outstanding.append((prepared, tasks))
+                # Keep one page in flight while the next is read and journaled, so the
+                # request pipeline never drains at a page boundary.
+                if len(outstanding) > 1:
+                    done += await self._settle(ledger, res, *outstanding.pop(0))
+                    self._report(model, done, total)
+                    await self._db(ledger.heartbeat, self.run_id)
+        finally:
+            # Whatever happened, every request that left gets its answer recorded.
+            errors: list[BaseException] = []
+            while outstanding:
+                try:
+                    done += await self._settle(ledger, res, *outstanding.pop(0))
+                except BaseException as exc:  # settle the rest before raising
+                    self.stop.event.set()
+                    errors.append(exc)
+            self._report(model, done, total)
+            if errors:
+                raise errors[0]
 
     def _report(self, model: InteractionModel, done: int, total: int) -> None:
         if self.progress:
@@ -597,15 +615,21 @@ class Engine:
     async def _deliver(
         self, client: VoyadoClient, gate: asyncio.Semaphore, item: _Prepared
     ) -> DeliveryOutcome | None:
-        async with gate:
-            if self.stop.set:
-                return None  # journaled but never sent: released below, resent next run
-            return await client.deliver_interaction(item.body, claimed=self._claimed)
+        # Two rows with the same body are never in flight together: otherwise reconciling one
+        # after an unknown outcome could claim the interaction the other just created.
+        same_body = self._body_locks.setdefault(item.fingerprint, asyncio.Lock())
+        try:
+            async with same_body, gate:
+                if self.stop.set:
+                    return None  # journaled but never sent: recorded as failed, sent next run
+                return await client.deliver_interaction(item.body, claimed=self._claimed)
+        finally:
+            if not same_body.locked() and self._body_locks.get(item.fingerprint) is same_body:
+                del self._body_locks[item.fingerprint]
 
     async def _settle(
         self,
         ledger: Ledger,
-        model: InteractionModel,
         res: ModelResult,
         prepared: list[_Prepared],
         tasks: list[asyncio.Task[DeliveryOutcome | None]],
@@ -818,11 +842,20 @@ class Engine:
                 "schemaId": model.schema_id,
             }
             # Without a created_date column, the journal time is sent: it means what Voyado's
-            # default means and gives reconciliation a precise key.
-            body["createdDate"] = created or now
+            # default means and gives reconciliation a precise key (one per row and run).
+            body["createdDate"] = created or self._journal_time()
             body["payload"] = payload
             prepared.append(_Prepared(model=model, row=row, body=body, now=now))
         return prepared, settled
+
+    def _journal_time(self) -> str:
+        """Now, to the millisecond, never the same value twice in one run."""
+        now = datetime.now(UTC)
+        moment = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        if self._last_stamp is not None and moment <= self._last_stamp:
+            moment = self._last_stamp + timedelta(milliseconds=1)
+        self._last_stamp = moment
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     @staticmethod
     def validate_row(
@@ -900,6 +933,10 @@ class _Prepared:
     row: _Row
     body: dict[str, Any]
     now: str
+
+    @property
+    def fingerprint(self) -> str:
+        return json.dumps(self.body, sort_keys=True, default=str)
 
     def delivery(
         self, status: str, run_id: str, *, keep_body: bool = True, **changes: Any
