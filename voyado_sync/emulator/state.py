@@ -66,6 +66,9 @@ class StoredInteraction:
     payload: dict[str, Any]
     seq: int
     dropped: tuple[str, ...] = ()
+    # When the emulator stored it (not part of Engage's API): lets a benchmark measure the
+    # rate a client actually sustained, from the server's side.
+    received_at: str | None = None
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -75,6 +78,15 @@ class StoredInteraction:
             "createdDate": self.created_date,
             # A copy: callers (tests, the admin API) must not be able to edit stored data.
             "payload": dict(self.payload),
+        }
+
+    def to_admin(self) -> dict[str, Any]:
+        """As /_emulator/interactions and the state file show it: with what Engage dropped and
+        when the emulator stored it."""
+        return {
+            **self.to_api(),
+            "droppedProperties": list(self.dropped),
+            "receivedAt": self.received_at,
         }
 
     def fingerprints(self) -> tuple[str, str]:
@@ -148,10 +160,11 @@ class Emulator:
             return self._contacts.all()
 
     def interactions(self) -> list[dict[str, Any]]:
-        """Every stored interaction, in creation order, with the properties Engage dropped."""
+        """Every stored interaction, in creation order, with the properties Engage dropped and
+        the time it was stored (``receivedAt``)."""
         with self._lock:
             items = sorted(self._interactions.values(), key=lambda i: i.seq)
-            return [{**i.to_api(), "droppedProperties": list(i.dropped)} for i in items]
+            return [i.to_admin() for i in items]
 
     def ignored(self) -> list[dict[str, Any]]:
         """The interactions answered 201 but not kept, each with the reason."""
@@ -323,6 +336,7 @@ class Emulator:
                         payload=check.payload,
                         seq=self._seq,
                         dropped=check.dropped,
+                        received_at=now_iso(),
                     )
                 )
                 self._counters["dropped_properties"] += len(check.dropped)
@@ -448,8 +462,7 @@ class Emulator:
                 "version": STATE_VERSION,
                 "schemas": [{**s.to_json(), "created": s.created} for s in self._schemas.values()],
                 "interactions": [
-                    {**i.to_api(), "droppedProperties": list(i.dropped)}
-                    for i in sorted(self._interactions.values(), key=lambda i: i.seq)
+                    i.to_admin() for i in sorted(self._interactions.values(), key=lambda i: i.seq)
                 ],
                 "ignored": list(self._ignored),
                 "ignoredReasons": dict(self._ignored_reasons),
@@ -483,6 +496,7 @@ class Emulator:
                             payload=raw["payload"],
                             seq=self._seq,
                             dropped=tuple(raw.get("droppedProperties", ())),
+                            received_at=raw.get("receivedAt"),
                         )
                     )
                 self._ignored.extend(data.get("ignored", []))
