@@ -46,10 +46,12 @@ def setup() -> None:
     wanted = _fingerprint()
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
-    if VENV.exists():
-        shutil.rmtree(VENV)
-    print(f"Creating {VENV.relative_to(ROOT)} and installing pinned dependencies...", flush=True)
-    venv.EnvBuilder(with_pip=True).create(VENV)
+    if not (BIN / "python").exists():
+        if VENV.exists():
+            shutil.rmtree(VENV)
+        print(f"Creating {VENV.relative_to(ROOT)}...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("Installing pinned dependencies...", flush=True)
     _run(BIN / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
          "-c", ROOT / "constraints.txt", "-e", f"{ROOT}[dev]")
     STAMP.write_text(wanted)
