@@ -161,11 +161,10 @@ class Ledger:
 
     def ensure(self) -> None:
         """Create the ledger schema and tables on first use; refuse a newer ledger."""
+        # Postgres and Redshift name one database per connection: no catalog before a schema.
+        catalog = self.warehouse.database if self.dialect not in ("postgres", "redshift") else None
         schema = exp.Create(
-            this=exp.Table(
-                this=ident(self.schema),
-                db=ident(self.warehouse.database) if self.warehouse.database else None,
-            ),
+            this=exp.Table(this=ident(self.schema), db=ident(catalog) if catalog else None),
             kind="SCHEMA",
             exists=True,
         )
