@@ -493,6 +493,25 @@ def test_contacts_can_be_added_over_the_admin_endpoint(
     assert refused.status_code == 400
 
 
+def test_a_removed_contact_is_gone_like_a_merged_one(
+    api: httpx.Client, reviews: str, fresh_emulator: EmulatorHandle
+) -> None:
+    fresh_emulator.add_contacts([Contact("merged-away", email="merged@example.se")])
+    assert api.get("/api/v3/contacts/id?email=merged%40example.se").json() == "merged-away"
+
+    removed = httpx.delete(f"{fresh_emulator.url}/_emulator/contacts/merged-away")
+
+    assert removed.status_code == 200
+    lookup = api.get("/api/v3/contacts/id?email=merged%40example.se")
+    assert (lookup.status_code, lookup.json()["errorCode"]) == (404, "ContactNotFound")
+    post = post_interaction(api, "merged-away", {"name": "x"})
+    assert (post.status_code, post.json()["errorCode"]) == (404, "ContactNotFound")
+    again = httpx.delete(f"{fresh_emulator.url}/_emulator/contacts/merged-away")
+    assert again.status_code == 404
+    fresh_emulator.add_contacts([Contact("merged-into", email="merged@example.se")])
+    assert fresh_emulator.remove_contacts(["merged-into", "never-known"]) == 1
+
+
 # ---- request hygiene -----------------------------------------------------------------------
 
 

@@ -184,6 +184,11 @@ class EmulatorApp:
                 return Reply(200, [c.to_json() for c in em.contacts()])
             case "contacts", "POST":
                 return self._add_contacts(request)
+            case str() as path, "DELETE" if path.startswith("contacts/"):
+                contact_id = unquote(path.removeprefix("contacts/"))
+                if not em.remove_contacts([contact_id]):
+                    return error_reply(404, "ContactNotFound", f"no contact with id {contact_id!r}")
+                return Reply(200, {"removed": contact_id, "contacts": len(em.contacts())})
             case "config", "GET":
                 return Reply(200, em.config.runtime_settings())
             case "config", "POST":

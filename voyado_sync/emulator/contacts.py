@@ -40,6 +40,12 @@ class ContactBook:
             self._by_id[contact.contact_id.lower()] = contact
         self._rebuild_index()
 
+    def remove(self, contact_ids: Iterable[str]) -> int:
+        """Forget contacts (as a merge or deletion in Engage does); return how many were known."""
+        removed = sum(self._by_id.pop(c.lower(), None) is not None for c in contact_ids)
+        self._rebuild_index()
+        return removed
+
     def find(self, contact_id: str) -> Contact | None:
         return self._by_id.get(contact_id.lower())
 

@@ -178,6 +178,10 @@ class EmulatorHandle:
         """Same as ``POST /_emulator/contacts``."""
         self.emulator.add_contacts(contacts)
 
+    def remove_contacts(self, contact_ids: list[str]) -> int:
+        """Same as ``DELETE /_emulator/contacts/{id}`` for each id: a merged or deleted contact."""
+        return self.emulator.remove_contacts(contact_ids)
+
     def reset(self) -> None:
         """Same as ``POST /_emulator/reset``: contacts and settings stay."""
         self.emulator.reset()

@@ -155,6 +155,14 @@ class Emulator:
             self._contacts.add(contacts)
             self.dirty = True
 
+    def remove_contacts(self, contact_ids: Iterable[str]) -> int:
+        """Forget contacts, as merging or deleting them in Engage does; their stored
+        interactions stay. Returns how many of the ids were known."""
+        with self._lock:
+            removed = self._contacts.remove(contact_ids)
+            self.dirty = True
+            return removed
+
     def contacts(self) -> list[Contact]:
         with self._lock:
             return self._contacts.all()
