@@ -326,3 +326,30 @@ def test_help_does_not_import_dbt() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+def test_rejected_rows_are_retried_when_fixed_or_with_retry_rejected(
+    example: BuiltProject, fresh_emulator: EmulatorHandle
+) -> None:
+    run_json(example)
+    db = os.environ[example.db_env]
+    con = duckdb.connect(db)
+    # The data team fixes the review with no rating (what a rebuild of the model would do).
+    con.execute("update main.voyado_product_reviews set rating = 4 where review_id = 'R-20030'")
+    con.close()
+
+    code, doc = run_json(example, "--select", "voyado_product_reviews")
+
+    reviews = doc["models"][0]
+    assert (reviews["sent"], reviews["rejected"], reviews["previously_rejected"]) == (1, 0, 3)
+    fixed = [
+        i
+        for i in fresh_emulator.interactions()
+        if i["schemaId"] == "productReview" and i["payload"].get("rating") == 4
+    ]
+    assert any(i["payload"]["title"] for i in fixed)
+
+    code, doc = run_json(example, "--select", "voyado_product_reviews", "--retry-rejected")
+    reviews = doc["models"][0]
+    assert code == 1  # the unfixed rows are rejected again, with their reasons
+    assert (reviews["sent"], reviews["rejected"]) == (0, 3)
