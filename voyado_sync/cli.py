@@ -11,9 +11,10 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -132,31 +133,92 @@ def cli() -> None:
 
 
 class _Progress:
-    """A progress line per model on a terminal; periodic log lines otherwise."""
+    """Progress of each model's sending, on stderr (stdout stays the summary's or --json's).
 
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.started: dict[str, float] = {}
-        self.last_log = 0.0
+    On a terminal, one bar per model redrawn in place: rows done, rate, time left. Otherwise
+    (logs, CI) a plain line at most every ``interval`` seconds. Either way a final line per
+    model says how long it took. The rate is measured over the last ``window`` seconds, so the
+    time left follows throttling and recovery instead of the run's average. ``clock``,
+    ``stream`` and ``tty`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = 10.0,
+        window: float = 30.0,
+        width: int = 24,
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.clock = clock
+        self.interval = interval
+        self.window = window
+        self.width = width
+        self._started: dict[str, float] = {}
+        self._samples: dict[str, deque[tuple[float, int]]] = {}
+        self._finished: set[str] = set()
+        self._last_line: dict[str, float] = {}
+        self._open_bar = False
 
     def __call__(self, model: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        start = self.started.setdefault(model, now)
-        elapsed = max(now - start, 1e-6)
-        rate = done / elapsed
-        left = (total - done) / rate if rate > 0 else 0.0
-        text = f"{model}: {done}/{total} rows, {rate:.1f}/s, {left:.0f}s left"
+        if total <= 0 or model in self._finished:
+            return  # nothing to send is not progress; the summary says so
+        now = self.clock()
+        start = self._started.setdefault(model, now)
+        samples = self._samples.setdefault(model, deque())
+        samples.append((now, done))
+        # Keep one sample at or before the window's start, so the rate spans the whole window.
+        while len(samples) > 2 and samples[1][0] <= now - self.window:
+            samples.popleft()
+        if done >= total:
+            self._finished.add(model)
+            elapsed = now - start
+            average = f", {done / elapsed:.1f}/s" if elapsed > 0 else ""
+            self._line(f"{model}: {done:,}/{total:,} rows done in {_duration(elapsed)}{average}")
+            return
+        first_t, first_done = samples[0]
+        rate = (done - first_done) / (now - first_t) if now > first_t else None
+        # No rate yet (first report), or nothing done within the window (throttled): no guess.
+        left = _duration((total - done) / rate) if rate else "--"
+        speed = f"{rate:.1f}/s" if rate is not None else "--/s"
+        text = f"{model}: {done:,}/{total:,} rows ({done / total:.0%}), {speed}, {left} left"
         if self.tty:
-            width = 24
-            filled = int(width * done / total) if total else width
-            click.echo(
-                f"\r[{'#' * filled}{'.' * (width - filled)}] {text}\033[K", err=True, nl=False
-            )
-            if done >= total:
-                click.echo("", err=True)
-        elif done >= total or now - self.last_log >= 10:
-            self.last_log = now
-            click.echo(text, err=True)
+            filled = int(self.width * done / total)
+            bar = "#" * filled + "." * (self.width - filled)
+            click.echo(f"\r[{bar}] {text}\033[K", file=self.stream, nl=False, color=True)
+            self._open_bar = True
+        elif now - self._last_line.get(model, float("-inf")) >= self.interval:
+            self._last_line[model] = now
+            click.echo(text, file=self.stream)
+
+    def close(self) -> None:
+        """End a bar left open (an interrupted run), so the summary starts on its own line."""
+        if self._open_bar:
+            click.echo("", file=self.stream)
+            self._open_bar = False
+
+    def _line(self, text: str) -> None:
+        if self.tty:
+            click.echo(f"\r{text}\033[K", file=self.stream, color=True)
+            self._open_bar = False
+        else:
+            click.echo(text, file=self.stream)
+
+
+def _duration(seconds: float) -> str:
+    """1h02m, 4m05s, 12s: precise enough to plan by, short enough for a progress line."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
 
 
 @cli.command()
@@ -220,13 +282,18 @@ def run(
         concurrency=concurrency,
         retry_rejected=retry_rejected,
     )
+    progress = None if as_json else _Progress()
     try:
-        result = run_sync(options, progress=None if as_json else _Progress())
+        result = run_sync(options, progress=progress)
     except Exception as exc:
+        if progress is not None:
+            progress.close()
         if as_json:
             click.echo(json.dumps({"error": str(exc), "exit_code": EXIT_CANNOT_RUN}))
         _fail(exc)
         return
+    if progress is not None:
+        progress.close()
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, default=str))
     else:
