@@ -96,6 +96,11 @@ class _LazyGroup(click.Group):
             "emulator_command",
             "Run a local Voyado Engage emulator (for demos and tests).",
         ),
+        "schemas": (
+            "voyado_sync.cli_schemas",
+            "schemas",
+            "List, diff, push and delete interaction schemas.",
+        ),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

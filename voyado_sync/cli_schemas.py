@@ -1,0 +1,452 @@
+"""``voyado-sync schemas``: list, diff, push and delete Voyado interaction schemas.
+
+A thin click layer over :mod:`voyado_sync.schema_ops`, registered lazily by ``cli``.
+Exit codes: 0 ok; 1 differences found (diff); 2 could not run or refused (nothing changed).
+Deleting a schema deletes every interaction stored under it, so nothing is deleted without the
+schema id typed at a prompt or passed as ``--confirm-delete SCHEMA_ID``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from voyado_sync.cli import EXIT_CANNOT_RUN, _env_number, _fail, _project_options
+
+if TYPE_CHECKING:
+    from voyado_sync.engine import RunOptions
+    from voyado_sync.schema_ops import DiffReport, PushPlan, PushResult, SchemaDiff, SchemaList
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _voyado_options(func: F) -> F:
+    func = click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead."
+    )(func)
+    func = click.option(
+        "--base-url", default=None, help="Voyado's base URL (overrides VOYADO_BASE_URL)."
+    )(func)
+    return _project_options(func)
+
+
+def _state_schema(func: F) -> F:
+    return click.option(
+        "--state-schema",
+        default="voyado_sync",
+        show_default=True,
+        help="Warehouse schema of the ledger (to count interactions sent by voyado-sync).",
+    )(func)
+
+
+def _options(
+    *,
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    base_url: str | None,
+    state_schema: str = "voyado_sync",
+) -> RunOptions:
+    from voyado_sync.engine import RunOptions
+    from voyado_sync.voyado import RetryPolicy
+
+    # An interactive command: give up sooner than a scheduled run would.
+    return RunOptions(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        target_path=target_path,
+        select=select,
+        base_url=base_url,
+        state_schema=state_schema,
+        concurrency=4,
+        retry=RetryPolicy(
+            max_attempts=_env_number("VOYADO_SYNC_MAX_ATTEMPTS", 4, int),
+            backoff_base=_env_number("VOYADO_SYNC_BACKOFF_BASE", 1.0, float),
+            backoff_max=_env_number("VOYADO_SYNC_BACKOFF_MAX", 10.0, float),
+        ),
+    )
+
+
+def _cannot_run(exc: BaseException, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": str(exc), "exit_code": EXIT_CANNOT_RUN}))
+    _fail(exc)
+
+
+def _stdin_is_interactive() -> bool:
+    """Whether a person can answer a prompt (tests replace this)."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+@click.group(name="schemas")
+def schemas() -> None:
+    """List, diff, push and delete the interaction schemas in Voyado.
+
+    Voyado cannot update a schema: it can only be deleted and created again, and deleting it
+    deletes every interaction stored under it. A changed schema is safest under a new
+    schema_id (for example review-v2).
+    """
+
+
+# -- list -------------------------------------------------------------------------------------
+
+
+@schemas.command(name="list")
+@_voyado_options
+def list_command(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    base_url: str | None,
+    as_json: bool,
+) -> None:
+    """The schemas in Voyado, the dbt models that use each, and those no model uses."""
+    from voyado_sync.schema_ops import list_project_schemas
+
+    options = _options(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        target_path=target_path,
+        select=select,
+        base_url=base_url,
+    )
+    try:
+        listing = list_project_schemas(options)
+    except Exception as exc:
+        _cannot_run(exc, as_json)
+        return
+    if as_json:
+        click.echo(json.dumps(listing.as_dict(), indent=2))
+        return
+    _print_list(listing)
+
+
+def _print_list(listing: SchemaList) -> None:
+    in_voyado = [s for s in listing.schemas if s.in_voyado]
+    absent = [s for s in listing.schemas if not s.in_voyado]
+    click.echo(
+        f"Interaction schemas in Voyado: {listing.in_voyado} of {listing.max_schemas} allowed"
+    )
+    width = max((len(s.schema_id) for s in listing.schemas), default=0)
+    name_width = max((len(s.display_name) for s in in_voyado), default=0)
+    for s in in_voyado:
+        count = f"{s.property_count} propert{'y' if s.property_count == 1 else 'ies'}"
+        used = (
+            f"models: {', '.join(s.models)}"
+            if s.models
+            else "UNUSED: no dbt model uses it (`voyado-sync schemas delete` frees its slot)"
+        )
+        click.echo(f"  {s.schema_id:<{width}}  {s.display_name:<{name_width}}  {count:<14}  {used}")
+    if absent:
+        click.echo("Not in Voyado yet (created by `voyado-sync schemas push` or the next run):")
+        for s in absent:
+            click.echo(f"  {s.schema_id:<{width}}  models: {', '.join(s.models)}")
+    for warning in listing.warnings:
+        click.echo(f"warning: {warning}")
+
+
+# -- diff -------------------------------------------------------------------------------------
+
+
+@schemas.command(name="diff")
+@_voyado_options
+def diff_command(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    base_url: str | None,
+    as_json: bool,
+) -> None:
+    """Each model's schema generated from dbt next to Voyado's, property by property.
+
+    Exit 0 when every schema matches, 1 when any differs or does not exist yet, 2 when it
+    cannot run.
+    """
+    from voyado_sync.schema_ops import diff_project
+
+    options = _options(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        target_path=target_path,
+        select=select,
+        base_url=base_url,
+    )
+    try:
+        report = diff_project(options)
+    except Exception as exc:
+        _cannot_run(exc, as_json)
+        return
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_report(report)
+    raise SystemExit(report.exit_code)
+
+
+def _print_report(report: DiffReport) -> None:
+    for d in report.diffs:
+        _print_diff(d)
+    differing = [d for d in report.diffs if d.status != "match"]
+    if differing:
+        click.echo(
+            f"{len(differing)} of {len(report.diffs)} model(s) differ from Voyado: "
+            + ", ".join(d.model for d in differing)
+        )
+    else:
+        click.echo(f"All {len(report.diffs)} model(s) match Voyado.")
+
+
+def _describe(prop: dict[str, Any] | None, required: bool) -> str:
+    if prop is None:
+        return "-"
+    text = str(prop.get("type"))
+    if prop.get("format"):
+        text += f"/{prop['format']}"
+    if str(prop.get("addToSegmentation", "")).lower() == "true":
+        text += ", segmentable"
+    if required:
+        text += ", required"
+    return text
+
+
+def _print_diff(d: SchemaDiff, *, advice: bool = True) -> None:
+    head = {"match": "matches Voyado", "absent": "will be created", "differs": "DIFFERS"}
+    click.echo(f"{d.model} -> {d.schema_id}: {head[d.status]}")
+    if d.status == "absent":
+        click.echo(f"  {d.advice()}")
+        return
+    mine = (d.generated.get("jsonSchema") or {}).get("properties") or {}
+    theirs = ((d.voyado or {}).get("jsonSchema") or {}).get("properties") or {}
+    my_req = set((d.generated.get("jsonSchema") or {}).get("required") or [])
+    their_req = set(((d.voyado or {}).get("jsonSchema") or {}).get("required") or [])
+    names = [*mine, *(n for n in theirs if n not in mine)]
+    rows = [("property", "dbt (generated)", "Voyado")]
+    rows += [
+        (n, _describe(mine.get(n), n in my_req), _describe(theirs.get(n), n in their_req))
+        for n in names
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    by_property: dict[str | None, list[str]] = {}
+    for c in d.changes:
+        by_property.setdefault(c.property, []).append(f"{c.kind}: {c.detail} [{c.classification}]")
+    for i, row in enumerate(rows):
+        line = "  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True))
+        changes = by_property.get(row[0], []) if i else []
+        mark = "  " if i == 0 else ("! " if changes else "= ")
+        click.echo(f"  {mark}{line}".rstrip())
+        for text in changes:
+            click.echo(f"      {text}")
+    for text in by_property.get(None, []):
+        click.echo(f"  ! schema: {text}")
+    if d.status == "differs" and advice:
+        click.echo(f"  {d.advice()}")
+
+
+# -- push -------------------------------------------------------------------------------------
+
+
+@schemas.command(name="push")
+@_voyado_options
+@_state_schema
+@click.option(
+    "--recreate",
+    is_flag=True,
+    help="Delete and re-create a changed schema, only if every change is backward compatible "
+    "(no property removed, no type changed, no segmentation added). Deletes its interactions.",
+)
+@click.option(
+    "--confirm-delete",
+    "confirm_delete",
+    multiple=True,
+    metavar="SCHEMA_ID",
+    help="Confirm deleting this schema (exactly its id) without a prompt. Repeatable.",
+)
+def push_command(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    base_url: str | None,
+    as_json: bool,
+    state_schema: str,
+    recreate: bool,
+    confirm_delete: tuple[str, ...],
+) -> None:
+    """Create the selected models' schemas missing in Voyado; refuse changed ones.
+
+    A changed schema is refused with its diff and the safe way out, a new schema id. With
+    --recreate, a backward compatible change is made by deleting and re-creating the schema,
+    after you type the schema id at the prompt or pass --confirm-delete SCHEMA_ID. Nothing is
+    changed when anything is refused, or when it would exceed Voyado's 15 schemas.
+    """
+    from voyado_sync.schema_ops import apply_push, plan_push
+
+    options = _options(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        target_path=target_path,
+        select=select,
+        base_url=base_url,
+        state_schema=state_schema,
+    )
+    try:
+        plan = plan_push(options, recreate=recreate)
+    except Exception as exc:
+        _cannot_run(exc, as_json)
+        return
+    if not as_json:
+        _print_plan(plan)
+    confirmed: set[str] = set()
+    if plan.applicable:
+        interactive = not as_json and _stdin_is_interactive()
+        targets = {s.schema_id for s in plan.to_recreate}
+        for value in confirm_delete:
+            if value not in targets and not as_json:
+                click.echo(
+                    f"warning: --confirm-delete {value} matches no schema this push would "
+                    "re-create (it must be exactly the schema id)",
+                    err=True,
+                )
+        for step in plan.to_recreate:
+            if step.schema_id in confirm_delete or (
+                interactive and _prompt_schema_id(step.schema_id)
+            ):
+                confirmed.add(step.schema_id)
+    try:
+        result = apply_push(plan, options, confirmed=confirmed)
+    except Exception as exc:
+        _cannot_run(exc, as_json)
+        return
+    if as_json:
+        doc = {"plan": plan.as_dict(), **result.as_dict()}
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        _print_result(result, recreate=recreate, confirm_delete=confirm_delete)
+    raise SystemExit(result.exit_code)
+
+
+def _prompt_schema_id(schema_id: str) -> bool:
+    try:
+        typed = click.prompt(
+            f"Type the schema id {schema_id} to delete it and every interaction stored under "
+            "it, then create it again (anything else cancels)",
+            default="",
+            show_default=False,
+            err=True,
+        )
+    except click.Abort:
+        return False
+    return bool(typed == schema_id)
+
+
+def _print_plan(plan: PushPlan) -> None:
+    for step in plan.steps:
+        models = ", ".join(step.models)
+        if step.action == "create":
+            click.echo(f"{models} -> {step.schema_id}: will be created")
+        elif step.action == "unchanged":
+            click.echo(f"{models} -> {step.schema_id}: matches Voyado, nothing to do")
+        elif step.action == "recreate":
+            _print_diff(step.diff, advice=False)
+            click.echo(f"{models} -> {step.schema_id}: will be DELETED and created again")
+            if step.impact:
+                click.echo(f"  WARNING: {step.impact.warning()}")
+        else:  # refused: the reason, printed with the result, says what to do
+            _print_diff(step.diff, advice=False)
+    if plan.budget_problem:
+        click.echo(f"REFUSED: {plan.budget_problem}")
+
+
+def _print_result(result: PushResult, *, recreate: bool, confirm_delete: tuple[str, ...]) -> None:
+    refused = [o for o in result.outcomes if o.status == "refused"]
+    for o in result.outcomes:
+        if o.status == "refused":
+            if o.schema_id:  # the budget refusal was shown with the plan
+                click.echo(f"REFUSED: {o.message}", err=True)
+        elif o.status == "failed":
+            click.echo(f"FAILED: {o.message}", err=True)
+        elif o.status != "unchanged":  # shown with the plan
+            click.echo(o.message)
+    if refused:
+        if confirm_delete and not recreate:
+            click.echo("--confirm-delete only takes effect with --recreate.", err=True)
+        click.echo("Nothing was changed in Voyado.", err=True)
+
+
+# -- delete -----------------------------------------------------------------------------------
+
+
+@schemas.command(name="delete")
+@click.argument("schema_id")
+@_voyado_options
+@_state_schema
+@click.option(
+    "--confirm-delete",
+    "confirm_delete",
+    default=None,
+    metavar="SCHEMA_ID",
+    help="Required: the schema id again, exactly. Without it nothing is deleted.",
+)
+def delete_command(
+    schema_id: str,
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    base_url: str | None,
+    as_json: bool,
+    state_schema: str,
+    confirm_delete: str | None,
+) -> None:
+    """Delete SCHEMA_ID from Voyado, and with it every interaction stored under it.
+
+    The only way voyado-sync deletes a schema outright. Needs --confirm-delete SCHEMA_ID;
+    without it (or with another id) nothing is deleted and the exit code is 2.
+    """
+    from voyado_sync.schema_ops import delete_schema, plan_delete
+
+    if select:
+        raise click.UsageError("--select does not apply: delete takes one SCHEMA_ID")
+    options = _options(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        target_path=target_path,
+        select=select,
+        base_url=base_url,
+        state_schema=state_schema,
+    )
+    try:
+        plan = plan_delete(options, schema_id)
+        if not as_json and plan.exists:
+            click.echo(f"WARNING: {plan.impact.warning()}")
+            if plan.impact.models:
+                click.echo(
+                    f"  Model(s) {', '.join(plan.impact.models)} still use {schema_id}: the next "
+                    "`voyado-sync run` creates it again, empty."
+                )
+        delete_schema(plan, options, confirm=confirm_delete)
+    except Exception as exc:
+        _cannot_run(exc, as_json)
+        return
+    if as_json:
+        click.echo(json.dumps({"deleted": True, **plan.as_dict(), "exit_code": 0}, indent=2))
+    else:
+        click.echo(f"Deleted interaction schema {schema_id} and every interaction stored under it.")
