@@ -41,7 +41,7 @@ def _run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT)
 
 
 def setup() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script runs on whatever python3 is
         sys.exit(f"voyado-sync needs Python 3.11 or later; this is {sys.version.split()[0]}")
     wanted = _fingerprint()
     if STAMP.exists() and STAMP.read_text() == wanted:
@@ -52,8 +52,18 @@ def setup() -> None:
         print(f"Creating {VENV.relative_to(ROOT)}...", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("Installing pinned dependencies...", flush=True)
-    _run(BIN / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-c", ROOT / "constraints.txt", "-e", f"{ROOT}[dev]")
+    _run(
+        BIN / "python",
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-c",
+        ROOT / "constraints.txt",
+        "-e",
+        f"{ROOT}[dev]",
+    )
     STAMP.write_text(wanted)
 
 
@@ -82,29 +92,64 @@ def demo() -> int:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     # A fresh demo each time: the example warehouse and the emulator start empty.
-    for leftover in (EXAMPLE / "target" / "example.duckdb", EXAMPLE / "target" / "example.duckdb.wal"):
+    for leftover in (
+        EXAMPLE / "target" / "example.duckdb",
+        EXAMPLE / "target" / "example.duckdb.wal",
+    ):
         leftover.unlink(missing_ok=True)
-    _run(BIN / "dbt", "build", "--project-dir", EXAMPLE, "--profiles-dir", EXAMPLE, env=env, cwd=EXAMPLE)
+    _run(
+        BIN / "dbt",
+        "build",
+        "--project-dir",
+        EXAMPLE,
+        "--profiles-dir",
+        EXAMPLE,
+        env=env,
+        cwd=EXAMPLE,
+    )
 
     port = _free_port()
     api_key = "demo-" + hashlib.sha256(os.urandom(16)).hexdigest()[:16]
     env["VOYADO_EMULATOR_API_KEY"] = api_key
     emulator = subprocess.Popen(
-        [str(BIN / "voyado-sync"), "emulator", "--port", str(port),
-         "--contacts", str(EXAMPLE / "emulator_contacts.csv")],
-        env=env, cwd=ROOT,
+        [
+            str(BIN / "voyado-sync"),
+            "emulator",
+            "--port",
+            str(port),
+            "--contacts",
+            str(EXAMPLE / "emulator_contacts.csv"),
+        ],
+        env=env,
+        cwd=ROOT,
     )
     try:
         _wait_for_port(port, emulator)
         env["VOYADO_BASE_URL"] = f"http://127.0.0.1:{port}"
         env["VOYADO_API_KEY"] = api_key
-        sync = [str(BIN / "voyado-sync"), "run", "--project-dir", str(EXAMPLE),
-                "--profiles-dir", str(EXAMPLE)]
+        sync = [
+            str(BIN / "voyado-sync"),
+            "run",
+            "--project-dir",
+            str(EXAMPLE),
+            "--profiles-dir",
+            str(EXAMPLE),
+        ]
         print("\n== First run: every row is new ==", flush=True)
         first = subprocess.run(sync, env=env, cwd=EXAMPLE).returncode
         print(f"(exit code {first}: 1 means some rows were rejected; see why below)\n", flush=True)
-        subprocess.run([str(BIN / "voyado-sync"), "rejected", "--project-dir", str(EXAMPLE),
-                        "--profiles-dir", str(EXAMPLE)], env=env, cwd=EXAMPLE)
+        subprocess.run(
+            [
+                str(BIN / "voyado-sync"),
+                "rejected",
+                "--project-dir",
+                str(EXAMPLE),
+                "--profiles-dir",
+                str(EXAMPLE),
+            ],
+            env=env,
+            cwd=EXAMPLE,
+        )
         print("\n== Second run: nothing new, nothing sent twice ==", flush=True)
         second = subprocess.run(sync, env=env, cwd=EXAMPLE).returncode
         print(f"(exit code {second})\n", flush=True)
