@@ -326,7 +326,18 @@ def _print_summary(result: Any) -> None:
         if m.reconciled:
             extras.append(f"{m.reconciled} found in Voyado after an unknown outcome (not resent)")
         if m.lookups or m.lookups_cached:
-            extras.append(f"contact lookups: {m.lookups} new, {m.lookups_cached} cached")
+            would = " a run would make" if result.dry_run else ""
+            extras.append(f"contact lookups{would}: {m.lookups} new, {m.lookups_cached} cached")
+        if m.normalised:
+            changes = sorted(m.normalised.items(), key=lambda kv: (-kv[1], kv[0]))
+            extras.append(
+                "contact identifiers normalised: " + ", ".join(f"{n} {c}" for c, n in changes)
+            )
+        if m.invalidated:
+            extras.append(
+                f"contact ids invalidated: {m.invalidated} (merged or deleted in Voyado; "
+                "looked up again)"
+            )
         for extra in extras:
             click.echo(f"      {extra}")
         for reason, count in sorted(m.reasons.items(), key=lambda kv: -kv[1]):

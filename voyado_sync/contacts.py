@@ -86,8 +86,13 @@ class ContactCache:
             ]
         )
 
-    def forget(self, key: str, value: str) -> None:
-        where = exp.and_(col("key_type").eq(lit(key)), col("key_value").eq(lit(value)))
+    def forget(self, key: str, values: list[str]) -> None:
+        """Drop cached ids Voyado no longer knows (the contact was merged or deleted)."""
+        if not values:
+            return
+        where = exp.and_(
+            col("key_type").eq(lit(key)), col("key_value").isin(*(lit(v) for v in values))
+        )
         self.ledger.warehouse.execute(
             self.ledger._sql(exp.delete(self.ledger.table("contacts"), where=where))
         )

@@ -65,13 +65,15 @@ def preview(
                 values=values,
             )
             try:
-                payload, created, identifier = Engine.validate_row(builder, model, row)
+                payload, created, normalised = Engine.validate_row(builder, model, row)
             except RowRejected as exc:
                 res.rejected += row.dup_count
                 reason = exc.reason.split(":")[0][:80]
                 res.reasons[reason] = res.reasons.get(reason, 0) + row.dup_count
                 continue
             res.sent += 1
+            res.count_normalised(normalised.changed)
+            identifier = normalised.value
             identifiers.add(identifier)
             if len(res.samples) < SAMPLES:
                 contact: Any = identifier

@@ -8,6 +8,7 @@ HTTP requests in flight on the event loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 import threading
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 from voyado_sync import __version__
 from voyado_sync import diff as sql
 from voyado_sync.config import VoyadoConnection, check_rate, connection_from_env
-from voyado_sync.contacts import ContactCache, normalise
+from voyado_sync.contacts import ContactCache, Normalised, normalise
 from voyado_sync.exceptions import (
     ApiError,
     ConfigError,
@@ -44,6 +45,7 @@ from voyado_sync.voyado import (
     Delivered,
     DeliveryOutcome,
     Failed,
+    LookupOutcome,
     Rejected,
     RetryPolicy,
     VoyadoClient,
@@ -91,9 +93,17 @@ class ModelResult:
     schema_created: bool = False
     lookups: int = 0
     lookups_cached: int = 0
+    #: Rows whose contact identifier was changed before lookup, by kind of change.
+    normalised: dict[str, int] = field(default_factory=dict)
+    #: Cached contact ids dropped because Voyado answered a POST with 404 ContactNotFound.
+    invalidated: int = 0
     error: str | None = None
     samples: list[dict[str, Any]] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+
+    def count_normalised(self, change: str | None) -> None:
+        if change:
+            self.normalised[change] = self.normalised.get(change, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -110,6 +120,8 @@ class ModelResult:
             "schema_created": self.schema_created,
             "contact_lookups": self.lookups,
             "contact_lookups_cached": self.lookups_cached,
+            "contacts_normalised": dict(self.normalised),
+            "contact_ids_invalidated": self.invalidated,
             "error": self.error,
         }
         if self.samples:
@@ -290,6 +302,10 @@ class Engine:
         self._claimed: set[str] = set()
         self._body_locks: dict[str, asyncio.Lock] = {}
         self._last_stamp: datetime | None = None
+        # Per run, by (contact key, identifier): lookups that found no single contact, and
+        # second lookups after Voyado refused a cached id; each identifier is asked once.
+        self._not_resolved: dict[tuple[str, str], LookupOutcome] = {}
+        self._reresolved: dict[tuple[str, str], LookupOutcome] = {}
 
     # Warehouse calls, always on the warehouse thread.
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -592,7 +608,9 @@ class Engine:
                 # Keep one page in flight while the next is read and journaled, so the
                 # request pipeline never drains at a page boundary.
                 if len(outstanding) > 1:
-                    done += await self._settle(ledger, res, *outstanding.pop(0))
+                    done += await self._settle(
+                        ledger, res, *outstanding.pop(0), client=client, cache=cache
+                    )
                     self._report(model, done, total)
                     await self._db(ledger.heartbeat, self.run_id)
         finally:
@@ -600,7 +618,9 @@ class Engine:
             errors: list[BaseException] = []
             while outstanding:
                 try:
-                    done += await self._settle(ledger, res, *outstanding.pop(0))
+                    done += await self._settle(
+                        ledger, res, *outstanding.pop(0), client=client, cache=cache
+                    )
                 except BaseException as exc:  # settle the rest before raising
                     self.stop.event.set()
                     errors.append(exc)
@@ -633,12 +653,35 @@ class Engine:
         res: ModelResult,
         prepared: list[_Prepared],
         tasks: list[asyncio.Task[DeliveryOutcome | None]],
+        *,
+        client: VoyadoClient,
+        cache: ContactCache,
     ) -> int:
         """Wait for a page's requests and write their outcomes; 401/403 stops the run."""
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        pairs: list[tuple[_Prepared, object]] = list(zip(prepared, outcomes, strict=True))
         fatal: BaseException | None = None
         updates: list[Delivery] = []
-        for item, outcome in zip(prepared, outcomes, strict=True):
+        try:
+            pairs, updates, fatal = await self._follow_merged_contacts(
+                client, cache, ledger, res, pairs
+            )
+        except Exception as exc:  # e.g. the warehouse: nothing was sent again, so retry later
+            fatal = exc
+            self.stop.event.set()
+            pairs = [
+                (
+                    item,
+                    Failed(
+                        f"Voyado no longer knows contact {item.body['contactId']}; "
+                        f"looking it up again failed ({exc}); tried again next run"
+                    ),
+                )
+                if item.identifier is not None and _contact_gone(outcome)
+                else (item, outcome)
+                for item, outcome in pairs
+            ]
+        for item, outcome in pairs:
             if isinstance(outcome, FatalApiError):
                 fatal = fatal or outcome
                 self.stop.event.set()
@@ -679,6 +722,8 @@ class Engine:
                     + (f" {outcome.error_code}" if outcome.error_code else "")
                     + f": {outcome.message}"
                 )
+                if _contact_gone(outcome):
+                    reason = _gone_reason(item)
                 updates.append(
                     item.delivery(
                         sql.REJECTED,
@@ -721,12 +766,11 @@ class Engine:
         """Validate rows and resolve contacts: (rows to send, rows settled without sending)."""
         now = utc_now()
         settled: list[Delivery] = []
-        ready: list[
-            tuple[_Row, dict[str, Any], str | None, str]
-        ] = []  # row, payload, createdDate, identifier
+        # row, payload, createdDate, normalised identifier
+        ready: list[tuple[_Row, dict[str, Any], str | None, str]] = []
         for row in rows:
             try:
-                payload, created, identifier = self.validate_row(builder, model, row)
+                payload, created, contact = self.validate_row(builder, model, row)
             except RowRejected as exc:
                 settled.append(
                     _settled(model, row, sql.REJECTED, self.run_id, now, reason=exc.reason)
@@ -736,105 +780,25 @@ class Engine:
                     res.reasons.get(_reason_class(exc.reason), 0) + row.dup_count
                 )
                 continue
-            ready.append((row, payload, created, identifier))
+            res.count_normalised(contact.changed)
+            ready.append((row, payload, created, contact.value))
 
+        looked_up = model.contact_key != "contactId"
         contact_ids: dict[str, str] = {}
-        if model.contact_key == "contactId":
-            contact_ids = {ident: ident for _, _, _, ident in ready}
+        if not looked_up:
+            contact_ids = {ident: ident for *_, ident in ready}
         else:
             outcomes = await self._resolve_contacts(
                 client, cache, model, sorted({i for *_, i in ready}), res
             )
-            for row, payload, created, identifier in list(ready):
-                outcome = outcomes.get(identifier)
-                if isinstance(outcome, str):
-                    contact_ids[identifier] = outcome
+            for entry in list(ready):
+                row, _, _, identifier = entry
+                outcome = outcomes[identifier]
+                if isinstance(outcome, ContactFound):
+                    contact_ids[identifier] = outcome.contact_id
                     continue
-                ready.remove((row, payload, created, identifier))
-                if isinstance(outcome, ContactNotFound):
-                    days = model.not_found_retry_days
-                    first = row.first_seen or now
-                    age = (_parse(now) - _parse(first)).total_seconds() / 86400
-                    if age >= model.not_found_retry_days:
-                        reason = (
-                            f"no Voyado contact has {model.contact_key} {identifier!r} "
-                            f"(ContactNotFound), still absent after {days} days"
-                        )
-                        settled.append(
-                            _settled(
-                                model,
-                                row,
-                                sql.REJECTED,
-                                self.run_id,
-                                now,
-                                reason=reason,
-                                http_status=404,
-                                error_code="ContactNotFound",
-                            )
-                        )
-                        res.rejected += 1
-                    else:
-                        reason = (
-                            f"no Voyado contact has {model.contact_key} {identifier!r} yet "
-                            f"(ContactNotFound); retried on later runs for {days} days"
-                        )
-                        settled.append(
-                            _settled(
-                                model,
-                                row,
-                                sql.CONTACT_NOT_FOUND,
-                                self.run_id,
-                                now,
-                                reason=reason,
-                                http_status=404,
-                                error_code="ContactNotFound",
-                            )
-                        )
-                        res.waiting += 1
-                elif isinstance(outcome, ContactAmbiguous):
-                    reason = (
-                        f"{len(outcome.contact_ids)} Voyado contacts match {model.contact_key} "
-                        f"{identifier!r} (MultipleMatches): {', '.join(outcome.contact_ids)}"
-                    )
-                    settled.append(
-                        _settled(
-                            model,
-                            row,
-                            sql.REJECTED,
-                            self.run_id,
-                            now,
-                            reason=reason,
-                            http_status=409,
-                            error_code="MultipleMatches",
-                        )
-                    )
-                    res.rejected += 1
-                elif isinstance(outcome, ContactInvalid):
-                    reason = (
-                        f"Voyado refused {model.contact_key} {identifier!r} "
-                        f"({outcome.error_code}): {outcome.message}"
-                    )
-                    settled.append(
-                        _settled(
-                            model,
-                            row,
-                            sql.REJECTED,
-                            self.run_id,
-                            now,
-                            reason=reason,
-                            http_status=400,
-                            error_code=outcome.error_code,
-                        )
-                    )
-                    res.rejected += 1
-                else:
-                    reason = (
-                        outcome.reason if isinstance(outcome, Failed) else "contact lookup failed"
-                    )
-                    settled.append(
-                        _settled(model, row, sql.FAILED, self.run_id, now, reason=reason)
-                    )
-                    res.failed += 1
+                ready.remove(entry)
+                settled.append(self._unresolved(model, row, identifier, outcome, now, res))
         prepared = []
         for row, payload, created, identifier in ready:
             body: dict[str, Any] = {
@@ -845,8 +809,107 @@ class Engine:
             # default means and gives reconciliation a precise key (one per row and run).
             body["createdDate"] = created or self._journal_time()
             body["payload"] = payload
-            prepared.append(_Prepared(model=model, row=row, body=body, now=now))
+            prepared.append(
+                _Prepared(
+                    model=model,
+                    row=row,
+                    body=body,
+                    now=now,
+                    identifier=identifier if looked_up else None,
+                )
+            )
         return prepared, settled
+
+    def _unresolved(
+        self,
+        model: InteractionModel,
+        row: _Row,
+        identifier: str,
+        outcome: LookupOutcome,
+        now: str,
+        res: ModelResult,
+    ) -> Delivery:
+        """The ledger row of a row whose contact lookup found no single contact, counted."""
+        key = model.contact_key
+        if isinstance(outcome, ContactNotFound):
+            days = model.not_found_retry_days
+            first = row.first_seen or now
+            age = (_parse(now) - _parse(first)).total_seconds() / 86400
+            if age >= days:
+                res.rejected += 1
+                reason = (
+                    f"no Voyado contact has {key} {identifier!r} (ContactNotFound), "
+                    f"still absent after {days} days"
+                )
+                return _settled(
+                    model,
+                    row,
+                    sql.REJECTED,
+                    self.run_id,
+                    now,
+                    reason=reason,
+                    http_status=404,
+                    error_code="ContactNotFound",
+                )
+            res.waiting += 1
+            reason = (
+                f"no Voyado contact has {key} {identifier!r} yet (ContactNotFound); "
+                f"retried on later runs for {days} days"
+            )
+            return _settled(
+                model,
+                row,
+                sql.CONTACT_NOT_FOUND,
+                self.run_id,
+                now,
+                reason=reason,
+                http_status=404,
+                error_code="ContactNotFound",
+            )
+        if isinstance(outcome, ContactAmbiguous):
+            res.rejected += 1
+            ids = ", ".join(outcome.contact_ids) or "Voyado did not list them"
+            reason = (
+                f"{len(outcome.contact_ids) or 'several'} Voyado contacts match {key} "
+                f"{identifier!r} (MultipleMatches): {ids}"
+            )
+            return _settled(
+                model,
+                row,
+                sql.REJECTED,
+                self.run_id,
+                now,
+                reason=reason,
+                http_status=409,
+                error_code="MultipleMatches",
+            )
+        if isinstance(outcome, ContactInvalid):
+            res.rejected += 1
+            reason = (
+                f"Voyado refused {key} {identifier!r} ({outcome.error_code}): {outcome.message}"
+            )
+            return _settled(
+                model,
+                row,
+                sql.REJECTED,
+                self.run_id,
+                now,
+                reason=reason,
+                http_status=400,
+                error_code=outcome.error_code,
+            )
+        res.failed += 1
+        reason = outcome.reason if isinstance(outcome, Failed) else "contact lookup failed"
+        return _settled(
+            model,
+            row,
+            sql.FAILED,
+            self.run_id,
+            now,
+            reason=reason,
+            http_status=outcome.status if isinstance(outcome, Failed) else None,
+            error_code=outcome.error_code if isinstance(outcome, Failed) else None,
+        )
 
     def _journal_time(self) -> str:
         """Now, to the millisecond, never the same value twice in one run."""
@@ -860,7 +923,7 @@ class Engine:
     @staticmethod
     def validate_row(
         builder: PayloadBuilder, model: InteractionModel, row: _Row
-    ) -> tuple[dict[str, Any], str | None, str]:
+    ) -> tuple[dict[str, Any], str | None, Normalised]:
         """Everything that can be checked without Voyado; raise RowRejected with the reason."""
         nulls = [c for c in model.unique_key if row.values.get(c) is None]
         if nulls:
@@ -873,20 +936,19 @@ class Engine:
         raw_contact = row.values.get(model.contact_column)
         if raw_contact is None:
             raise RowRejected(f"contact column {model.contact_column} is NULL")
-        if model.contact_key == "contactId":
-            identifier = str(raw_contact).strip()
-        else:
-            try:
-                identifier = normalise(
-                    model.contact_key, raw_contact, default_country=model.default_country
-                ).value
-            except ValueError as exc:
-                raise RowRejected(
-                    f"contact column {model.contact_column} ({model.contact_key}): {exc}"
-                ) from None
+        try:
+            # Before any lookup: one person is one lookup, and a value Voyado would refuse
+            # never spends a request.
+            contact = normalise(
+                model.contact_key, raw_contact, default_country=model.default_country
+            )
+        except ValueError as exc:
+            raise RowRejected(
+                f"contact column {model.contact_column} ({model.contact_key}): {exc}"
+            ) from None
         payload = builder.payload(row.values)
         created = builder.created_date(row.values)
-        return payload, created, identifier
+        return payload, created, contact
 
     async def _resolve_contacts(
         self,
@@ -895,27 +957,121 @@ class Engine:
         model: InteractionModel,
         identifiers: list[str],
         res: ModelResult,
-    ) -> dict[str, object]:
-        cached = await self._db(cache.get, model.contact_key, identifiers)
+    ) -> dict[str, LookupOutcome]:
+        """The lookup outcome of each distinct identifier of a page: from the cache, from an
+        earlier page of this run, or from one lookup."""
+        key = model.contact_key
+        cached = await self._db(cache.get, key, identifiers)
         res.lookups_cached += len(cached)
-        out: dict[str, object] = dict(cached)
-        missing = [i for i in identifiers if i not in cached]
+        out: dict[str, LookupOutcome] = {i: ContactFound(c) for i, c in cached.items()}
+        missing = []
+        for identifier in identifiers:
+            if identifier in out:
+                continue
+            earlier = self._not_resolved.get((key, identifier))
+            if earlier is not None:
+                out[identifier] = earlier
+            else:
+                missing.append(identifier)
         gate = asyncio.Semaphore(self.options.concurrency)
 
-        async def one(identifier: str) -> tuple[str, object]:
+        async def one(identifier: str) -> tuple[str, LookupOutcome]:
             async with gate:
-                return identifier, await client.lookup_contact(model.contact_key, identifier)
+                return identifier, await client.lookup_contact(key, identifier)
 
         found: dict[str, str] = {}
         for identifier, outcome in await asyncio.gather(*(one(i) for i in missing)):
             res.lookups += 1
+            out[identifier] = outcome
             if isinstance(outcome, ContactFound):
                 found[identifier] = outcome.contact_id
-                out[identifier] = outcome.contact_id
-            else:
-                out[identifier] = outcome
-        await self._db(cache.put, model.contact_key, found)
+            elif not isinstance(outcome, Failed):
+                # Not found, ambiguous or invalid will not change within minutes: one lookup
+                # per run, however many pages hold the identifier. Later runs ask again.
+                self._not_resolved[(key, identifier)] = outcome
+        await self._db(cache.put, key, found)
         return out
+
+    async def _follow_merged_contacts(
+        self,
+        client: VoyadoClient,
+        cache: ContactCache,
+        ledger: Ledger,
+        res: ModelResult,
+        pairs: list[tuple[_Prepared, object]],
+    ) -> tuple[list[tuple[_Prepared, object]], list[Delivery], BaseException | None]:
+        """Rows whose POST got 404 ContactNotFound for a looked-up contact id.
+
+        The cached id is stale: Voyado merged or deleted that contact. Forget it, look the
+        identifier up again once per run, and send again to a different id. A 404 means
+        Voyado stored nothing, so sending again is safe; the new body is journaled in flight
+        before it leaves. Returns (pairs to settle as usual, rows settled here, a fatal error).
+        """
+        stale = [
+            (n, item)
+            for n, (item, outcome) in enumerate(pairs)
+            if item.identifier is not None and _contact_gone(outcome)
+        ]
+        if not stale:
+            return pairs, [], None
+        model = stale[0][1].model
+        key = model.contact_key
+        gone: dict[str, set[str]] = {}
+        for _, item in stale:
+            assert item.identifier is not None
+            gone.setdefault(item.identifier, set()).add(str(item.body["contactId"]).lower())
+        fresh = sorted(i for i in gone if (key, i) not in self._reresolved)
+        fatal: BaseException | None = None
+        failures: dict[str, LookupOutcome] = {}
+        if fresh:
+            await self._db(cache.forget, key, fresh)
+            res.invalidated += len(fresh)
+            answers = await asyncio.gather(
+                *(client.lookup_contact(key, i) for i in fresh), return_exceptions=True
+            )
+            res.lookups += len(fresh)
+            found: dict[str, str] = {}
+            for identifier, answer in zip(fresh, answers, strict=True):
+                if isinstance(answer, BaseException):
+                    if isinstance(answer, FatalApiError):
+                        self.stop.event.set()
+                    fatal = fatal or answer
+                    failures[identifier] = Failed(f"looking the contact up again failed: {answer}")
+                    continue
+                self._reresolved[(key, identifier)] = answer
+                if isinstance(answer, ContactFound) and answer.contact_id.lower() not in gone.get(
+                    identifier, set()
+                ):
+                    found[identifier] = answer.contact_id
+            await self._db(cache.put, key, found)
+
+        now = utc_now()
+        out: list[tuple[_Prepared, object] | None] = list(pairs)
+        settled: list[Delivery] = []
+        resend: list[tuple[int, _Prepared]] = []
+        for n, item in stale:
+            assert item.identifier is not None
+            answer = failures.get(item.identifier) or self._reresolved[(key, item.identifier)]
+            if isinstance(answer, ContactFound):
+                if answer.contact_id.lower() != str(item.body["contactId"]).lower():
+                    body = {**item.body, "contactId": answer.contact_id}
+                    resend.append((n, dataclasses.replace(item, body=body)))
+                # The same id again: left as the rejection it is, with the reason _settle gives.
+                continue
+            settled.append(self._unresolved(model, item.row, item.identifier, answer, now, res))
+            out[n] = None
+        if resend:
+            # Journal first, then send: a crash in between leaves the new body in flight.
+            await self._db(
+                ledger.write, [p.delivery(sql.IN_FLIGHT, self.run_id) for _, p in resend]
+            )
+            gate = asyncio.Semaphore(self.options.concurrency)
+            results = await asyncio.gather(
+                *(self._deliver(client, gate, p) for _, p in resend), return_exceptions=True
+            )
+            for (n, item), result in zip(resend, results, strict=True):
+                out[n] = (item, result)
+        return [pair for pair in out if pair is not None], settled, fatal
 
     # -- dry run ------------------------------------------------------------------------------
 
@@ -933,6 +1089,8 @@ class _Prepared:
     row: _Row
     body: dict[str, Any]
     now: str
+    #: The normalised identifier the contact id was looked up by; None for contact.key contactId.
+    identifier: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -972,6 +1130,28 @@ def _settled(
         first_seen_at=row.first_seen or now,
         updated_at=now,
         **changes,
+    )
+
+
+def _contact_gone(outcome: object) -> bool:
+    """Voyado answered the POST that the body's contactId names no contact (nothing stored)."""
+    return (
+        isinstance(outcome, Rejected)
+        and outcome.status == 404
+        and outcome.error_code == "ContactNotFound"
+    )
+
+
+def _gone_reason(item: _Prepared) -> str:
+    contact_id = item.body["contactId"]
+    if item.identifier is None:
+        return (
+            f"Voyado has no contact {contact_id} (404 ContactNotFound): the contactId column "
+            "names a contact that does not exist, or was merged or deleted"
+        )
+    return (
+        f"Voyado has no contact {contact_id} (404 ContactNotFound), yet looking up "
+        f"{item.model.contact_key} {item.identifier!r} again returns that id"
     )
 
 
