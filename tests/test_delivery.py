@@ -6,6 +6,7 @@ once, nothing silently ignored, and a further run that sends nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -257,3 +258,36 @@ def test_failed_rows_are_retried_on_the_next_run(
 
     assert (again.models[0].sent, again.models[0].already_sent) == (25, ROWS - 25)
     assert_exactly_once(fresh_emulator)
+
+
+def test_a_row_in_flight_whose_contact_was_deleted_does_not_stay_in_flight(
+    bulk: BuiltProject, fresh_emulator: EmulatorHandle
+) -> None:
+    from voyado_sync.emulator import Contact
+
+    # A crashed run left a row in flight; since then the contact was deleted in Voyado.
+    body = {
+        "contactId": "bulk-contact-005",
+        "schemaId": "bulkEvent",
+        "createdDate": "2025-01-01T08:05:05.000Z",
+        "payload": {"productSku": "SKU-5", "score": 1, "isMember": False, "amount": 1.25},
+    }
+    assert run_engine(bulk).exit_code == 0
+    db = os.environ[bulk.db_env]
+    con = duckdb.connect(db)
+    con.execute(
+        "update voyado_sync.deliveries set status = 'in_flight', request_body = ?, "
+        "interaction_id = null where created_date = ?",
+        [json.dumps(body), body["createdDate"]],
+    )
+    con.close()
+    fresh_emulator.remove_contacts(["bulk-contact-005"])
+    try:
+        result = run_engine(bulk)
+    finally:
+        fresh_emulator.add_contacts([Contact(contact_id="bulk-contact-005")])
+
+    status = ledger_status(db)
+    assert "in_flight" not in status
+    assert result.models[0].rejected == 1  # resent, and Voyado says the contact is gone
+    assert status == {"sent": ROWS - 1, "rejected": 1}

@@ -526,8 +526,17 @@ class Engine:
                 found = await client.find_delivered(body, claimed=self._claimed)
             except FatalApiError:
                 raise
-            except ApiError:
-                continue  # leave it in flight: never resend without knowing
+            except ApiError as exc:
+                if exc.status == 404:
+                    # The contact itself is gone (merged or deleted): nothing can be stored
+                    # under it any more, so the row is sent again to whoever its identifier
+                    # resolves to now, instead of waiting in flight forever.
+                    reason = (
+                        f"contact {row.contact_id} no longer exists in Voyado after an unknown "
+                        "outcome; will be sent again"
+                    )
+                    updates.append(self._update(row, status=sql.FAILED, reason=reason, now=now))
+                continue  # otherwise leave it in flight: never resend without knowing
             if found:
                 res.reconciled += 1
                 updates.append(
