@@ -235,13 +235,14 @@ class Project:
 
 @dataclass
 class RunOutcome:
-    """One ``voyado-sync run --json`` as a subprocess."""
+    """One ``voyado-sync run --json`` as a subprocess, with its resource samples."""
 
     exit_code: int
     seconds: float
     started_at: float  # wall clock (time.time()) just before the process was spawned
     doc: dict[str, Any]
     stderr: str
+    samples: list[Sample] = field(default_factory=list)
 
     def model(self, name: str) -> dict[str, Any]:
         for m in self.doc.get("models", []):
@@ -249,29 +250,49 @@ class RunOutcome:
                 return dict(m)
         raise KeyError(f"{name} not in the run's --json output: {self.doc}")
 
+    def cpu_share(self, start: float, end: float) -> float | None:
+        """CPU seconds per second of the process between two wall-clock instants (1.0 = one
+        core busy)."""
+        inside = [x for x in self.samples if start <= x.wall <= end]
+        if len(inside) < 2 or inside[-1].wall <= inside[0].wall:
+            return None
+        return (inside[-1].cpu - inside[0].cpu) / (inside[-1].wall - inside[0].wall)
+
 
 def run_sync(
-    project: Project, db: Path, *, url: str, select: str, rate: float, timeout: float = 3600
+    project: Project,
+    db: Path,
+    *,
+    url: str,
+    select: str,
+    rate: float,
+    extra: Sequence[str] = (),
+    timeout: float = 3600,
 ) -> RunOutcome:
     started_at = time.time()
     started = time.perf_counter()
-    proc = subprocess.run(
-        project.run_args(select=select, rate=rate),
+    proc = subprocess.Popen(
+        project.run_args(select=select, rate=rate, extra=extra),
         cwd=project.work,
         env=project.env(db, url),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
     )
+    sampler = Sampler(proc.pid).start()
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        sampler.stop()
     seconds = time.perf_counter() - started
     try:
-        doc = json.loads(proc.stdout)
+        doc = json.loads(stdout)
     except json.JSONDecodeError as exc:
         raise RuntimeError(
             f"voyado-sync run printed no JSON (exit {proc.returncode}):\n"
-            f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+            f"{stdout[-2000:]}\n{stderr[-2000:]}"
         ) from exc
-    return RunOutcome(proc.returncode, seconds, started_at, doc, proc.stderr)
+    return RunOutcome(proc.returncode, seconds, started_at, doc, stderr, sampler.samples)
 
 
 # -- the emulator ------------------------------------------------------------------------------
@@ -354,17 +375,26 @@ def received_times(items: Sequence[dict[str, Any]]) -> list[float]:
 # -- memory ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Sample:
+    at: float  # perf_counter
+    wall: float  # time.time(), comparable with the emulator's receivedAt
+    rss: int  # bytes, the process and its children
+    cpu: float  # user + system seconds so far, the process and its children
+
+
 @dataclass
-class RssSampler:
-    """Samples the resident set of a process and its children every ``interval`` seconds."""
+class Sampler:
+    """Samples the resident set and CPU time of a process and its children every
+    ``interval`` seconds (psutil), until stopped or the process ends."""
 
     pid: int
     interval: float = 0.2
-    samples: list[tuple[float, int]] = field(default_factory=list)  # (perf_counter, bytes)
+    samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def start(self) -> RssSampler:
+    def start(self) -> Sampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
@@ -380,14 +410,16 @@ class RssSampler:
         except psutil.NoSuchProcess:
             return
         while not self._stop.is_set():
-            total = 0
+            rss, cpu = 0, 0.0
             try:
                 for proc in [root, *root.children(recursive=True)]:
                     with contextlib.suppress(psutil.NoSuchProcess):
-                        total += proc.memory_info().rss
+                        rss += proc.memory_info().rss
+                        times = proc.cpu_times()
+                        cpu += times.user + times.system
             except psutil.NoSuchProcess:
                 return
-            self.samples.append((time.perf_counter(), total))
+            self.samples.append(Sample(time.perf_counter(), time.time(), rss, cpu))
             self._stop.wait(self.interval)
 
 
@@ -409,6 +441,13 @@ def machine() -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
+    # The bench measures the working tree: say which package files differ from the commit.
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--", "voyado_sync"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\n")
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
@@ -418,6 +457,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": versions,
         "commit": commit,
+        "uncommitted_package_files": [line[3:] for line in changed if line.strip()],
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 

@@ -123,7 +123,8 @@ def table(r: dict[str, Any]) -> str:
                 f"{b['first_to_last_post_seconds']} s (lowest 10 s window "
                 f"{lowest if lowest is None else round(lowest, 1)}/s); "
                 f"{b['emulator_requests_by_status'].get('429', 0)} x 429; "
-                f"stored {b['stored']}, duplicates {b['duplicates']}",
+                f"stored {b['stored']}, duplicates {b['duplicates']}; client CPU "
+                f"{b.get('client_cpu_share_while_sending')} cores while sending",
                 _verdict(ok, f"{share:.1%}"),
             )
         )
@@ -170,7 +171,7 @@ def table(r: dict[str, Any]) -> str:
             (
                 f"3. no-op run over {n['rows']:,} rows <= 2 x bare anti-join + start-up",
                 f"run {n['run']['median']} s; anti-join {n['anti_join']['count_median']} s "
-                f"(count) / {n['anti_join']['create_table_median']} s (CREATE TABLE AS); "
+                f"(count) / {n['anti_join']['create_table_median']} s (as CREATE TABLE AS); "
                 f"start-up ({n['tiny_rows']}-row no-op run) {n['tiny_run']['median']} s; "
                 f"limit {n['limit_seconds']} s",
                 _verdict(n["met"], f"{n['run']['median'] - n['limit_seconds']:.2f} s over"),

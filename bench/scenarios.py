@@ -19,7 +19,7 @@ from harness import (
     MODEL,
     Emulator,
     Project,
-    RssSampler,
+    Sampler,
     log,
     median,
     received_times,
@@ -38,6 +38,15 @@ def _ledger_counts(db: Path) -> dict[str, int]:
     finally:
         con.close()
     return {str(status): int(n) for status, n in rows}
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _cpu_between(out: Any, start: float, end: float) -> float:
+    inside = [x for x in out.samples if start <= x.wall <= end]
+    return inside[-1].cpu - inside[0].cpu if len(inside) > 1 else 0.0
 
 
 def _lowest_window_rate(times: list[float], window: float = 10.0) -> float | None:
@@ -113,6 +122,12 @@ def budget(
         "first_to_last_post_seconds": round(span, 3),
         "sustained_per_second": round(sustained, 2),
         "share_of_rate": round(sustained / rate, 4),
+        # Above ~0.9 the client, not the pacing, sets the pace (its event loop and ledger
+        # writes share one GIL).
+        "client_cpu_share_while_sending": _round(out.cpu_share(times[0], times[-1])),
+        "client_cpu_ms_per_interaction": _round(
+            _cpu_between(out, times[0], times[-1]) * 1000 / max(1, len(times) - 1)
+        ),
         "lowest_10s_window_per_second": _lowest_window_rate(times),
         "emulator_peak_requests_per_second": stats["peak_requests_per_second"],
         "emulator_requests_by_endpoint": stats["requests_by_endpoint"],
@@ -131,7 +146,8 @@ def budget(
     }
     log(
         f"{name}: {sustained:.1f}/s sustained ({sustained / rate:.1%} of {rate:g}), "
-        f"{throttled} x 429, stored {stats['stored']}, exactly once: {result['exactly_once']}"
+        f"{throttled} x 429, stored {stats['stored']}, exactly once: {result['exactly_once']}, "
+        f"client CPU {result['client_cpu_share_while_sending']} cores"
     )
     return result
 
@@ -212,7 +228,6 @@ def _anti_join_seconds(db: Path, model: Any, repeats: int = 3) -> dict[str, Any]
     candidates = diff.candidates_select(model=model, source=source, ledger=ledger)
     count = exp.select(exp.Count(this=exp.Star())).from_(candidates.subquery("c")).sql("duckdb")
     materialise = f"create temp table __bench_cand as {candidates.sql('duckdb')}"
-    key_first = f"create temp table __bench_cand as {_key_first(model, source, ledger)}"
     con = duckdb.connect(str(db))
     try:
         con.execute("set enable_progress_bar = false")
@@ -227,12 +242,6 @@ def _anti_join_seconds(db: Path, model: Any, repeats: int = 3) -> dict[str, Any]
             started = time.perf_counter()
             con.execute(materialise)
             created.append(time.perf_counter() - started)
-        proposed: list[float] = []
-        for _ in range(repeats):
-            con.execute("drop table if exists __bench_cand")
-            started = time.perf_counter()
-            con.execute(key_first)
-            proposed.append(time.perf_counter() - started)
         con.execute("drop table if exists __bench_cand")
     finally:
         con.close()
@@ -242,49 +251,7 @@ def _anti_join_seconds(db: Path, model: Any, repeats: int = 3) -> dict[str, Any]
         "count_median": round(median(counted), 3),
         "create_table_seconds": [round(s, 3) for s in created],
         "create_table_median": round(median(created), 3),
-        "key_first_create_table_seconds": [round(s, 3) for s in proposed],
-        "key_first_create_table_median": round(median(proposed), 3),
     }
-
-
-def _key_first(model: Any, source: Any, ledger: Any) -> str:
-    """A proposed candidates query: the anti-join on the key alone, the content hash computed
-    only for rows that survive it (today it is computed for every row, then thrown away)."""
-    from sqlglot import exp
-
-    from voyado_sync import diff
-
-    used = model.columns_used
-    content = diff.content_columns(model)
-    needed = list(dict.fromkeys([*used, *content]))
-    inner = exp.select(
-        exp.alias_(diff.hash_of(model.unique_key), diff.ROW_KEY, quoted=True),
-        *(diff.col(c) for c in needed),
-    ).from_(source)
-    on = exp.and_(
-        diff.col("model", "l").eq(diff.lit(model.model)),
-        diff.col("schema_id", "l").eq(diff.lit(model.schema_id)),
-        diff.col("row_key", "l").eq(diff.col(diff.ROW_KEY, "m")),
-    )
-    return (
-        exp.select(
-            diff.col(diff.ROW_KEY, "m"),
-            exp.alias_(diff.hash_of(content, "m"), diff.CONTENT_HASH, quoted=True),
-            *(exp.alias_(diff.col(c, "m"), f"c{i}", quoted=True) for i, c in enumerate(used)),
-            exp.alias_(diff.col("status", "l"), diff.PREV_STATUS, quoted=True),
-            exp.alias_(diff.col("content_hash", "l"), diff.PREV_HASH, quoted=True),
-            exp.alias_(diff.col("first_seen_at", "l"), diff.PREV_FIRST_SEEN, quoted=True),
-        )
-        .from_(inner.subquery("m"))
-        .join(ledger.as_("l"), on=on, join_type="left")
-        .where(
-            exp.or_(
-                diff.col("row_key", "l").is_(exp.null()),
-                diff.col("status", "l").neq(diff.lit(diff.SENT)),
-            )
-        )
-        .sql("duckdb")
-    )
 
 
 def _noop_runs(
@@ -359,7 +326,7 @@ def memory(
             stderr=subprocess.PIPE,
             text=True,
         )
-        sampler = RssSampler(proc.pid).start()
+        sampler = Sampler(proc.pid).start()
         first_post: float | None = None
         stored_curve: list[tuple[float, int]] = []
         while time.perf_counter() - t0 < seconds and proc.poll() is None:
@@ -377,7 +344,7 @@ def memory(
         stats = emu.stats()
     doc = json.loads(out)
     res = next(m for m in doc["models"] if m["model"] == MODEL)
-    samples = [(t - t0, rss) for t, rss in sampler.samples]
+    samples = [(x.at - t0, x.rss) for x in sampler.samples]
     curve_path = results / f"{name}-rss.csv"
     curve_path.write_text(
         "seconds,rss_mb\n" + "".join(f"{t:.2f},{rss / MB:.1f}\n" for t, rss in samples)
