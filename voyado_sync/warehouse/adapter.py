@@ -180,7 +180,10 @@ class DbtWarehouse:
 
     def _translate(self, exc: BaseException, purpose: str) -> WarehouseError:
         text = _first_line(exc)
-        if self.adapter_type == "duckdb" and "lock" in text.lower():
+        # Only DuckDB's file-lock conflict: "failed to pin block" (out of memory) also says lock.
+        if self.adapter_type == "duckdb" and (
+            "could not set lock on file" in text.lower() or "conflicting lock" in text.lower()
+        ):
             pid = _LOCK_PID.search(text)
             holder = f" (PID {pid.group(1)})" if pid else ""
             return WarehouseError(
