@@ -53,7 +53,6 @@ from voyado_sync.voyado import (
 from voyado_sync.warehouse.base import Warehouse
 
 T = TypeVar("T")
-SAMPLE_SIZE = 3
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -376,16 +375,3 @@ class Ledger:
         if models:
             where = exp.and_(where, col("model").isin(*(lit(m) for m in models)))
         return self._select(where, order=("model", "row_key_display"))
-
-    def count_status(self, model: str, schema_id: str) -> dict[str, int]:
-        query = (
-            exp.select("status", exp.Count(this=exp.Star()))
-            .from_(self.table("deliveries"))
-            .where(exp.and_(col("model").eq(lit(model)), col("schema_id").eq(lit(schema_id))))
-            .group_by("status")
-        )
-        return {str(s): int(n) for s, n in self.warehouse.query(self._sql(query))}
-
-
-def monotonic_ms() -> int:
-    return int(time.monotonic() * 1000)
