@@ -133,6 +133,7 @@ class Ledger:
         self.warehouse = warehouse
         self.schema = schema
         self.dialect = warehouse.dialect
+        self._array_statements: tuple[str, str] | None = None
 
     def table(self, name: str) -> exp.Table:
         return table(name, self.schema, self.warehouse.database)
@@ -311,6 +312,9 @@ class Ledger:
         """Upsert ledger rows in one transaction (delete the keys, insert the new state)."""
         if not deliveries:
             return
+        if getattr(self.warehouse, "array_params", False):
+            self._write_arrays(deliveries)
+            return
         statements: list[str] = []
         groups: dict[tuple[str, str], list[Delivery]] = {}
         for d in deliveries:
@@ -327,11 +331,53 @@ class Ledger:
         statements.append(
             self._sql(
                 exp.insert(
-                    exp.values(rows), self.table("deliveries"), columns=list(DELIVERY_COLUMNS)
+                    exp.values(rows),
+                    self.table("deliveries"),
+                    columns=[ident(c) for c in DELIVERY_COLUMNS],
                 )
             )
         )
         self.warehouse.execute_many(statements)
+
+    def _write_arrays(self, deliveries: Sequence[Delivery]) -> None:
+        # Every page is written twice (journal, then outcome): as literals, building and
+        # parsing the SQL cost about 1 ms per row. Here the SQL is built once and each column
+        # is bound as one array parameter: about 0.15 ms per row.
+        delete, insert = self._array_sql()
+        statements: list[tuple[str, Sequence[Any]]] = []
+        groups: dict[tuple[str, str], list[str]] = {}
+        for d in deliveries:
+            groups.setdefault((d.model, d.schema_id), []).append(d.row_key)
+        for (model, schema_id), keys in groups.items():
+            statements.append((delete, [model, schema_id, list(dict.fromkeys(keys))]))
+        columns = [[getattr(d, c) for d in deliveries] for c in DELIVERY_COLUMNS]
+        statements.append((insert, columns))
+        self.warehouse.execute_params(statements)
+
+    def _array_sql(self) -> tuple[str, str]:
+        if self._array_statements is None:
+            deliveries = self.table("deliveries")
+
+            def unnest(column: str) -> exp.Expr:
+                kind = "INT" if column == "http_status" else "VARCHAR"
+                array = exp.DataType.build(f"ARRAY<{kind}>")
+                return exp.Unnest(expressions=[exp.Cast(this=exp.Placeholder(), to=array)])
+
+            where = exp.and_(
+                col("model").eq(exp.Placeholder()),
+                col("schema_id").eq(exp.Placeholder()),
+                col("row_key").isin(query=exp.select(unnest("row_key"))),
+            )
+            insert = exp.insert(
+                exp.select(*(unnest(c).as_(ident(c)) for c in DELIVERY_COLUMNS)),
+                deliveries,
+                columns=[ident(c) for c in DELIVERY_COLUMNS],
+            )
+            self._array_statements = (
+                self._sql(exp.delete(deliveries, where=where)),
+                self._sql(insert),
+            )
+        return self._array_statements
 
     def _select(self, where: exp.Expr, order: Iterable[str] = ()) -> list[Delivery]:
         query = exp.select(*DELIVERY_COLUMNS).from_(self.table("deliveries")).where(where)

@@ -52,6 +52,12 @@ def _first_line(exc: BaseException) -> str:
     return text[:500] or type(exc).__name__
 
 
+def _args(statement: tuple[str, Sequence[Any]]) -> tuple[Any, ...]:
+    # No parameters: execute(sql) alone, so a literal % means itself to psycopg2.
+    sql, params = statement
+    return (sql, list(params)) if params else (sql,)
+
+
 def _silence_dbt_logging() -> None:
     # dbt logs adapter registration and queries to stdout; voyado-sync's stdout is its own
     # (summaries, --json), so drop dbt's loggers.
@@ -125,6 +131,7 @@ class DbtWarehouse:
         self.database: str | None = getattr(config.credentials, "database", None) or None
         self.target_schema: str = str(getattr(config.credentials, "schema", "") or "")
         self.description = self._describe(config.credentials)
+        self.array_params = self.adapter_type in ("duckdb", "postgres")
         if self.adapter_type == "duckdb":
             self._check_duckdb_file(config.credentials)
         # dbt keeps the first adapter registered per type for the life of the process; a second
@@ -215,25 +222,36 @@ class DbtWarehouse:
     def execute_many(self, statements: Sequence[str]) -> None:
         if not statements:
             return
+        if self.adapter_type in _DBAPI_ADAPTERS:
+            self.execute_params([(sql, ()) for sql in statements])
+            return
         try:
+            for sql in statements:
+                self._adapter.execute(sql, auto_begin=True, fetch=False)
+            self._adapter.connections.commit_if_has_connection()
+        except Exception as exc:
+            self._rollback()
+            raise self._translate(exc, "write") from exc
+
+    def execute_params(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        if not statements:
+            return
+        if self.adapter_type not in _DBAPI_ADAPTERS:
+            raise NotImplementedError(f"parameterised statements on {self.adapter_type}")
+        try:
+            cursor = self._handle.cursor()
             if self.adapter_type == "duckdb":
-                cursor = self._handle.cursor()
                 if len(statements) == 1:
-                    cursor.execute(statements[0])
+                    cursor.execute(*_args(statements[0]))
                     return
                 cursor.execute("BEGIN TRANSACTION")
-                for sql in statements:
-                    cursor.execute(sql)
+                for statement in statements:
+                    cursor.execute(*_args(statement))
                 cursor.execute("COMMIT")
-            elif self.adapter_type in _DBAPI_ADAPTERS:
-                cursor = self._handle.cursor()
-                for sql in statements:
-                    cursor.execute(sql)
-                self._handle.commit()
             else:
-                for sql in statements:
-                    self._adapter.execute(sql, auto_begin=True, fetch=False)
-                self._adapter.connections.commit_if_has_connection()
+                for statement in statements:
+                    cursor.execute(*_args(statement))
+                self._handle.commit()
         except Exception as exc:
             self._rollback()
             raise self._translate(exc, "write") from exc

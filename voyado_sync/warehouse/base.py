@@ -34,6 +34,14 @@ class Warehouse(Protocol):
         """Run statements in one transaction: all of them or none."""
         ...
 
+    array_params: bool
+    """Whether ``execute_params`` is available: the driver binds Python lists to SQL arrays
+    (DuckDB, psycopg2), so a batch of rows is one statement with one parameter per column."""
+
+    def execute_params(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run parameterised statements (the dialect's placeholders) in one transaction."""
+        ...
+
     def columns(self, relation: Relation) -> dict[str, str] | None:
         """Column name -> type of a relation, in order; None when the relation does not exist."""
         ...

@@ -1,0 +1,134 @@
+"""The ledger's batched writes on a real DuckDB file, with array parameters and as literals.
+
+Both ways must store exactly the same rows: the array way is what DuckDB and Postgres use,
+the literal way what every other warehouse uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from voyado_sync.state import DELIVERY_COLUMNS, Delivery, Ledger
+from voyado_sync.warehouse.base import Warehouse
+
+
+class RawDuckDB:
+    """The Warehouse protocol on a bare duckdb connection (no dbt)."""
+
+    dialect = "duckdb"
+    description = "test DuckDB"
+
+    def __init__(self, path: Path, *, array_params: bool) -> None:
+        self.con = duckdb.connect(str(path))
+        self.database: str | None = path.stem
+        self.array_params = array_params
+        self.statements: list[str] = []
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.con.execute(sql).fetchall()]
+
+    def execute(self, sql: str) -> None:
+        self.execute_many([sql])
+
+    def execute_many(self, statements: Sequence[str]) -> None:
+        self.execute_params([(s, ()) for s in statements])
+
+    def execute_params(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+        for sql, params in statements:
+            self.statements.append(sql)
+            self.con.execute(sql, list(params)) if params else self.con.execute(sql)
+        self.con.execute("COMMIT")
+
+    def columns(self, relation: Any) -> dict[str, str] | None:
+        return None
+
+    def close(self) -> None:
+        self.con.close()
+
+
+@pytest.fixture(params=[True, False], ids=["arrays", "literals"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    warehouse = RawDuckDB(tmp_path / "ledger.duckdb", array_params=request.param)
+    checked: Warehouse = warehouse  # the test double really implements the protocol
+    ledger = Ledger(checked)
+    ledger.ensure()
+    yield ledger
+    warehouse.close()
+
+
+def delivery(key: str, status: str = "in_flight", **changes: Any) -> Delivery:
+    values: dict[str, Any] = {
+        "model": "model.shop.reviews",
+        "schema_id": "review",
+        "row_key": key,
+        "row_key_display": f"review_id={key}",
+        "content_hash": "h-" + key,
+        "status": status,
+        "run_id": "run-1",
+        "first_seen_at": "2026-11-24T00:00:00.000Z",
+        "updated_at": "2026-11-24T00:00:00.000Z",
+    }
+    return Delivery(**{**values, **changes})
+
+
+def stored(ledger: Ledger) -> dict[tuple[str, str], Delivery]:
+    rows = ledger.warehouse.query(
+        f'SELECT {", ".join(DELIVERY_COLUMNS)} FROM "voyado_sync"."deliveries"'
+    )
+    out = {}
+    for row in rows:
+        d = Delivery(**dict(zip(DELIVERY_COLUMNS, row, strict=True)))
+        assert (d.model, d.row_key) not in out, f"row {d.row_key} stored twice"
+        out[(d.model, d.row_key)] = d
+    return out
+
+
+def test_writes_store_every_value_as_given_and_replace_earlier_states(ledger: Ledger) -> None:
+    awkward = 'it\'s "quoted", with a \\ backslash, ünïcode, a ? and a %s and a $1'
+    body = '{"contactId":"c-1","payload":{"text":"' + awkward.replace('"', '\\"') + '"}}'
+    journal = [
+        delivery("a", request_body=body, contact_id="c-1", created_date="2026-01-01T00:00:00Z"),
+        delivery("b", reason=awkward),
+        delivery("c", model="model.shop.repairs"),  # same key, another model: kept apart
+        delivery("a", model="model.shop.repairs"),
+    ]
+    ledger.write(journal)
+    assert stored(ledger) == {(d.model, d.row_key): d for d in journal}
+    assert len(ledger.in_flight("model.shop.reviews", "review")) == 2
+
+    outcome = [
+        delivery("a", "sent", interaction_id="i-1", http_status=201, contact_id="c-1"),
+        delivery("b", "rejected", http_status=400, error_code="InvalidModel", reason=awkward),
+    ]
+    ledger.write(outcome)
+    reviews = {d.row_key: d for d in ledger.problems() if d.model == "model.shop.reviews"}
+    assert reviews == {"b": outcome[1]}
+    repairs = ledger.in_flight("model.shop.repairs", "review")
+    assert sorted(d.row_key for d in repairs) == ["a", "c"]
+    assert ledger.sent_ids("review", ["c-1"]) == {"i-1"}
+    assert len(ledger.warehouse.query('SELECT * FROM "voyado_sync"."deliveries"')) == 4
+
+
+def test_a_column_that_is_null_in_every_row_is_written(ledger: Ledger) -> None:
+    rows = [delivery(str(i)) for i in range(3)]  # interaction_id, http_status ... all None
+    ledger.write(rows)
+    assert len(stored(ledger)) == 3
+    assert all(d.http_status is None and d.interaction_id is None for d in stored(ledger).values())
+
+
+def test_a_large_page_is_one_statement_per_model_plus_one_insert(ledger: Ledger) -> None:
+    rows = [delivery(f"k{i:04d}", reason="x" * (i % 7)) for i in range(2500)]
+    warehouse: Any = ledger.warehouse
+    warehouse.statements.clear()
+    ledger.write(rows)
+    ledger.write(rows[:10] + rows[-10:])  # the same keys again: replaced, not added
+    assert len(stored(ledger)) == 2500
+    if warehouse.array_params:
+        assert len(warehouse.statements) == 4  # (delete + insert) twice, independent of size
+        assert all("k0001" not in sql for sql in warehouse.statements)
