@@ -9,10 +9,12 @@ other adapters go through ``adapter.execute``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from sqlglot import exp
@@ -52,6 +54,103 @@ def _first_line(exc: BaseException) -> str:
     return text[:500] or type(exc).__name__
 
 
+MEMORY_LIMIT_ENV = "VOYADO_SYNC_DUCKDB_MEMORY_LIMIT"
+DEFAULT_DUCKDB_MEMORY_LIMIT = "128MB"
+
+
+def _set_sql(key: str, value: object) -> str:
+    item = exp.EQ(
+        this=exp.to_identifier(key, quoted=True), expression=exp.Literal.string(str(value))
+    )
+    return exp.Set(expressions=[exp.SetItem(this=item)]).sql("duckdb")
+
+
+# The keys of a dbt-duckdb output voyado-sync opens itself; any other (attach, extensions,
+# plugins, MotherDuck, ...) and dbt-duckdb opens the database.
+_DIRECT_DUCKDB_KEYS = frozenset(
+    {"type", "path", "threads", "schema", "database", "settings", "config_options"}
+)
+
+
+def direct_duckdb_output(
+    project_dir: Path, profiles_dir: Path, *, target: str | None, profile: str | None
+) -> tuple[str, dict[str, Any]] | None:
+    """(target name, rendered output) of a plain DuckDB file target; None: let dbt open it.
+
+    Reads profiles.yml as dbt does for the simple case: the project's profile, the given or
+    default target, ``env_var()`` rendered. Whatever this does not understand (other Jinja,
+    other keys, other adapters, a file it cannot read) falls back to dbt, which reports errors
+    in its own words. ``VOYADO_SYNC_OPEN_WITH_DBT=1`` forces dbt.
+    """
+    if os.environ.get("VOYADO_SYNC_OPEN_WITH_DBT", "").strip() not in ("", "0"):
+        return None
+    try:
+        import yaml  # type: ignore[import-untyped]  # installed with dbt-core
+
+        project = yaml.safe_load((project_dir / "dbt_project.yml").read_text())
+        profiles = yaml.safe_load((profiles_dir / "profiles.yml").read_text())
+        name = profile or project.get("profile")
+        entry = profiles.get(_render(name))
+        target_name = _render(target or entry.get("target") or "default")
+        output = _render(entry["outputs"][target_name])
+    except Exception:
+        return None
+    if not isinstance(output, dict) or output.get("type") != "duckdb":
+        return None
+    if set(output) - _DIRECT_DUCKDB_KEYS or not isinstance(output.get("path"), str):
+        return None
+    path = output["path"]
+    if path == ":memory:" or path.startswith("md:") or "://" in path:
+        return None
+    database = output.get("database")
+    if database is not None and database != _duckdb_database(path):
+        return None  # dbt-duckdb refuses this with its own message
+    for key in ("settings", "config_options"):
+        if not isinstance(output.get(key) or {}, dict):
+            return None
+    return str(target_name), output
+
+
+def _render(value: Any) -> Any:
+    """A profiles.yml value rendered with ``env_var()``; any other name or filter raises."""
+    if isinstance(value, dict):
+        return {k: _render(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render(v) for v in value]
+    if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
+        return value
+    import jinja2
+
+    def env_var(name: str, default: str | None = None) -> str:
+        if name in os.environ:
+            return os.environ[name]
+        if default is None:
+            raise KeyError(name)
+        return default
+
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    return environment.from_string(value).render(env_var=env_var)
+
+
+def _duckdb_database(path: str) -> str:
+    # dbt-duckdb's rule: the catalog is named after the file, "my.db.duckdb" -> "my".
+    return os.path.basename(path).lstrip(".").split(".")[0]
+
+
+class _OneCursor:
+    """A DuckDB connection whose ``cursor()`` is itself, as dbt-duckdb's handle behaves:
+    BEGIN, the statements and COMMIT or ROLLBACK all happen on one connection."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def cursor(self) -> Any:
+        return self._connection
+
+    def close(self) -> None:
+        self._connection.close()
+
+
 def _args(statement: tuple[str, Sequence[Any]]) -> tuple[Any, ...]:
     # No parameters: execute(sql) alone, so a literal % means itself to psycopg2.
     sql, params = statement
@@ -79,8 +178,15 @@ class DbtWarehouse:
     ) -> None:
         self.project_dir = project_dir.resolve()
         self.profiles_dir = (profiles_dir or default_profiles_dir(self.project_dir)).resolve()
+        self._adapter: Any = None
         try:
-            self._open(target=target, profile=profile)
+            output = direct_duckdb_output(
+                self.project_dir, self.profiles_dir, target=target, profile=profile
+            )
+            if output is not None:
+                self._open_duckdb(*output)
+            else:
+                self._open(target=target, profile=profile)
         except (ConfigError, WarehouseError):
             raise
         except Exception as exc:
@@ -146,6 +252,68 @@ class DbtWarehouse:
         except Exception as exc:
             self._conn_ctx.__exit__(None, None, None)
             raise self._translate(exc, "connect") from exc
+        if self.adapter_type == "duckdb":
+            creds = config.credentials
+            self._limit_duckdb_memory(
+                {
+                    **(getattr(creds, "config_options", None) or {}),
+                    **(getattr(creds, "settings", None) or {}),
+                }
+            )
+
+    def _open_duckdb(self, target_name: str, output: dict[str, Any]) -> None:
+        """Open a plain DuckDB target the way dbt-duckdb does, without importing dbt.
+
+        Importing dbt costs seconds and about 100 MB; for a DuckDB file the adapter adds
+        nothing voyado-sync needs. Anything beyond a path and settings goes through dbt.
+        """
+        import duckdb
+
+        creds = SimpleNamespace(**output)
+        self.adapter_type = "duckdb"
+        self.dialect = "duckdb"
+        self.target_name = target_name
+        self.database = _duckdb_database(str(output["path"]))
+        self.target_schema = str(output.get("schema") or "main")
+        self.description = self._describe(creds)
+        self.array_params = True
+        self._check_duckdb_file(creds)
+        settings = {str(k): str(v) for k, v in (output.get("settings") or {}).items()}
+        config: dict[str, Any] = dict(output.get("config_options") or {})
+        try:
+            connection = duckdb.connect(self._duckdb_path(creds), config=config)
+        except Exception as exc:
+            raise self._translate(exc, "connect") from exc
+        self._handle = _OneCursor(connection)
+        try:
+            for key, value in settings.items():
+                connection.execute(_set_sql(key, value))
+        except Exception as exc:
+            connection.close()
+            raise WarehouseError(
+                f"{self.description}: a DuckDB setting in profiles.yml was refused: "
+                f"{_first_line(exc)}"
+            ) from exc
+        self._limit_duckdb_memory({**config, **settings})
+
+    def _limit_duckdb_memory(self, settings: dict[str, Any]) -> None:
+        """Cap DuckDB's buffer pool unless the profile does: its default is 80% of RAM, which
+        staging a large diff fills and keeps for the whole run."""
+        self.memory_limit: str | None = None
+        if "memory_limit" in settings or "max_memory" in settings:
+            self.memory_limit = str(settings.get("memory_limit") or settings.get("max_memory"))
+            return
+        limit = os.environ.get(MEMORY_LIMIT_ENV, "").strip() or DEFAULT_DUCKDB_MEMORY_LIMIT
+        if limit.lower() == "off":
+            return
+        try:
+            self._handle.cursor().execute(_set_sql("memory_limit", limit))
+        except Exception as exc:
+            self.close()
+            raise ConfigError(
+                [f"{MEMORY_LIMIT_ENV}={limit!r} is not a DuckDB memory size: {_first_line(exc)}"]
+            ) from exc
+        self.memory_limit = limit
 
     def _describe(self, creds: Any) -> str:
         if self.adapter_type == "duckdb":
@@ -198,7 +366,17 @@ class DbtWarehouse:
                 "another voyado-sync run is using it. DuckDB allows one writer at a time; rerun "
                 "when it has finished."
             )
-        return WarehouseError(f"{self.description}: {purpose} failed: {text}")
+        hint = ""
+        if self.adapter_type == "duckdb" and (
+            "out of memory" in text.lower() or "failed to pin block" in text.lower()
+        ):
+            limit = getattr(self, "memory_limit", None)
+            hint = (
+                f" DuckDB ran out of its memory limit ({limit or 'its default'}). Raise it with "
+                f"memory_limit under settings in profiles.yml or with {MEMORY_LIMIT_ENV} "
+                "(for example 1GB)."
+            )
+        return WarehouseError(f"{self.description}: {purpose} failed: {text}{hint}")
 
     # -- the Warehouse protocol ---------------------------------------------------------------
 
@@ -286,6 +464,10 @@ class DbtWarehouse:
         return {str(name): str(dtype) for name, dtype in rows}
 
     def close(self) -> None:
+        if self._adapter is None:
+            with contextlib.suppress(Exception):  # must never mask the error that led here
+                self._handle.close()
+            return
         try:
             self._conn_ctx.__exit__(None, None, None)
             self._adapter.cleanup_connections()

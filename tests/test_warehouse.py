@@ -1,0 +1,147 @@
+"""Opening a DuckDB target: directly when profiles.yml is plain, through dbt otherwise; the
+memory cap voyado-sync puts on DuckDB unless the profile sets one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from voyado_sync.exceptions import ConfigError, WarehouseError
+from voyado_sync.warehouse.adapter import MEMORY_LIMIT_ENV, DbtWarehouse, direct_duckdb_output
+
+PROFILE = """
+shop:
+  target: "{{ env_var('SHOP_TARGET', 'dev') }}"
+  outputs:
+    dev:
+      type: duckdb
+      path: "{{ env_var('SHOP_DUCKDB') }}"
+      threads: 4
+    capped:
+      type: duckdb
+      path: "{{ env_var('SHOP_DUCKDB') }}"
+      settings:
+        memory_limit: 100MB
+    fancy:
+      type: duckdb
+      path: "{{ env_var('SHOP_DUCKDB') }}"
+      extensions: [httpfs]
+    renamed:
+      type: duckdb
+      path: "{{ env_var('SHOP_DUCKDB') }}"
+      database: other
+    filtered:
+      type: duckdb
+      path: "{{ env_var('SHOP_DUCKDB') | as_text }}"
+    pg:
+      type: postgres
+      host: localhost
+      user: u
+      password: p
+      dbname: d
+      schema: s
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "dbt_project.yml").write_text(
+        "name: shop\nprofile: shop\nversion: '1.0'\nconfig-version: 2\n"
+    )
+    (tmp_path / "profiles.yml").write_text(PROFILE)
+    db = tmp_path / "shop.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TABLE orders AS SELECT range AS id FROM range(3)")
+    monkeypatch.setenv("SHOP_DUCKDB", str(db))
+    monkeypatch.delenv("SHOP_TARGET", raising=False)
+    monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
+    monkeypatch.delenv("VOYADO_SYNC_OPEN_WITH_DBT", raising=False)
+    return tmp_path
+
+
+def output(project: Path, target: str | None = None) -> object:
+    found = direct_duckdb_output(project, project, target=target, profile=None)
+    return None if found is None else found[0]
+
+
+def test_plain_duckdb_targets_are_opened_directly_others_by_dbt(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert output(project) == "dev"  # the profile's target, itself rendered
+    monkeypatch.setenv("SHOP_TARGET", "capped")
+    assert output(project) == "capped"
+    assert output(project, "dev") == "dev"
+    for target in ("fancy", "renamed", "filtered", "pg", "missing"):
+        assert output(project, target) is None, target
+    monkeypatch.setenv("VOYADO_SYNC_OPEN_WITH_DBT", "1")
+    assert output(project, "dev") is None
+    monkeypatch.delenv("VOYADO_SYNC_OPEN_WITH_DBT")
+    monkeypatch.delenv("SHOP_DUCKDB")
+    assert output(project, "dev") is None  # dbt says which variable is missing
+
+
+def _limit(warehouse: DbtWarehouse) -> str:
+    return str(warehouse.query("SELECT current_setting('memory_limit')")[0][0])
+
+
+@pytest.mark.parametrize("via_dbt", [False, True], ids=["direct", "dbt"])
+def test_both_ways_open_the_same_database_with_memory_capped(
+    project: Path, monkeypatch: pytest.MonkeyPatch, via_dbt: bool
+) -> None:
+    if via_dbt:
+        monkeypatch.setenv("VOYADO_SYNC_OPEN_WITH_DBT", "1")
+    warehouse = DbtWarehouse(project_dir=project, profiles_dir=project)
+    try:
+        assert warehouse.database == "shop"
+        assert warehouse.target_schema == "main"
+        assert warehouse.description.startswith(f"DuckDB file {project / 'shop.duckdb'}")
+        assert warehouse.query("SELECT count(*) FROM orders") == [(3,)]
+        assert (warehouse._adapter is None) is not via_dbt
+        assert _limit(warehouse) == "122.0 MiB"  # 128MB, voyado-sync's default
+    finally:
+        warehouse.close()
+    capped = DbtWarehouse(project_dir=project, profiles_dir=project, target="capped")
+    try:
+        assert _limit(capped) == "95.3 MiB"  # the profile's 100MB wins
+    finally:
+        capped.close()
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "1GB")
+    raised = DbtWarehouse(project_dir=project, profiles_dir=project)
+    try:
+        assert _limit(raised) == "953.6 MiB"
+    finally:
+        raised.close()
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "lots")
+    with pytest.raises(ConfigError, match=f"{MEMORY_LIMIT_ENV}='lots'"):
+        DbtWarehouse(project_dir=project, profiles_dir=project)
+
+
+def test_a_missing_file_is_reported_as_before(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOP_DUCKDB", str(project / "nope.duckdb"))
+    with pytest.raises(WarehouseError, match="does not exist: run dbt build first"):
+        DbtWarehouse(project_dir=project, profiles_dir=project)
+    assert not (project / "nope.duckdb").exists()
+
+
+def test_the_direct_way_does_not_import_dbt(project: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from voyado_sync.warehouse.adapter import DbtWarehouse
+        w = DbtWarehouse(project_dir=Path({str(project)!r}), profiles_dir=Path({str(project)!r}))
+        dbt = any(m == "dbt" or m.startswith("dbt.") for m in sys.modules)
+        print(w.query("SELECT count(*) FROM orders")[0][0], dbt)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split() == ["3", "False"]
