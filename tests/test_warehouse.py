@@ -145,3 +145,31 @@ def test_the_direct_way_does_not_import_dbt(project: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.split() == ["3", "False"]
+
+
+def test_a_diff_too_big_for_the_default_limit_gets_more_memory_not_a_failure(
+    project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import voyado_sync.warehouse.adapter as adapter
+
+    heavy = (
+        "CREATE TABLE t AS SELECT *, row_number() OVER (ORDER BY k) AS n FROM "
+        "(SELECT md5(range::VARCHAR) AS k, repeat('x', 200) AS pad FROM range(300000))"
+    )
+    monkeypatch.setattr(adapter, "DEFAULT_DUCKDB_MEMORY_LIMIT", "4MB")
+    warehouse = DbtWarehouse(project_dir=project, profiles_dir=project)
+    try:
+        warehouse.execute_many(["DROP TABLE IF EXISTS t", heavy])
+        assert warehouse.query("SELECT count(*) FROM t") == [(300_000,)]
+        assert warehouse.memory_limit != "4MB"
+        assert "needed more than 4MB" in caplog.text
+    finally:
+        warehouse.close()
+    # A limit the user chose is kept, and the error says how to raise it.
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "4MB")
+    chosen = DbtWarehouse(project_dir=project, profiles_dir=project)
+    try:
+        with pytest.raises(WarehouseError, match=f"memory limit \\(4MB\\).*{MEMORY_LIMIT_ENV}"):
+            chosen.execute_many(["DROP TABLE IF EXISTS t", heavy])
+    finally:
+        chosen.close()

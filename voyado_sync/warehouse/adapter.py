@@ -10,6 +10,7 @@ other adapters go through ``adapter.execute``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ DIALECTS = {
 }
 _DBAPI_ADAPTERS = {"duckdb", "postgres", "redshift"}
 _LOCK_PID = re.compile(r"PID (\d+)")
+_log = logging.getLogger("voyado_sync")
 
 
 def default_profiles_dir(project_dir: Path) -> Path:
@@ -300,10 +302,12 @@ class DbtWarehouse:
         """Cap DuckDB's buffer pool unless the profile does: its default is 80% of RAM, which
         staging a large diff fills and keeps for the whole run."""
         self.memory_limit: str | None = None
+        self._memory_steps: list[str] = []
         if "memory_limit" in settings or "max_memory" in settings:
             self.memory_limit = str(settings.get("memory_limit") or settings.get("max_memory"))
             return
-        limit = os.environ.get(MEMORY_LIMIT_ENV, "").strip() or DEFAULT_DUCKDB_MEMORY_LIMIT
+        chosen = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+        limit = chosen or DEFAULT_DUCKDB_MEMORY_LIMIT
         if limit.lower() == "off":
             return
         try:
@@ -314,6 +318,31 @@ class DbtWarehouse:
                 [f"{MEMORY_LIMIT_ENV}={limit!r} is not a DuckDB memory size: {_first_line(exc)}"]
             ) from exc
         self.memory_limit = limit
+        if not chosen:
+            # The default is a guess that fits most models; a wider one gets more memory
+            # rather than a failed run. A limit the user chose is never raised.
+            self._memory_steps = ["512MB", "2GB", "off"]
+
+    def _more_memory(self, exc: BaseException) -> bool:
+        """After DuckDB ran out of voyado-sync's default limit: raise it and say so."""
+        text = str(exc).lower()
+        if not self._memory_steps or not ("out of memory" in text or "failed to pin block" in text):
+            return False
+        limit = self._memory_steps.pop(0)
+        cursor = self._handle.cursor()
+        if limit == "off":
+            cursor.execute("RESET memory_limit")  # back to DuckDB's own default
+        else:
+            cursor.execute(_set_sql("memory_limit", limit))
+        _log.warning(
+            "DuckDB needed more than %s for this model's diff; retrying with %s. Set "
+            "memory_limit under settings in profiles.yml or %s to choose the limit.",
+            self.memory_limit,
+            "no limit" if limit == "off" else limit,
+            MEMORY_LIMIT_ENV,
+        )
+        self.memory_limit = None if limit == "off" else limit
+        return True
 
     def _describe(self, creds: Any) -> str:
         if self.adapter_type == "duckdb":
@@ -381,6 +410,14 @@ class DbtWarehouse:
     # -- the Warehouse protocol ---------------------------------------------------------------
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
+        while True:
+            try:
+                return self._query(sql)
+            except WarehouseError as exc:
+                if not self._more_memory(exc):
+                    raise
+
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
         try:
             if self.adapter_type in _DBAPI_ADAPTERS:
                 cursor = self._handle.cursor()
@@ -412,6 +449,15 @@ class DbtWarehouse:
             raise self._translate(exc, "write") from exc
 
     def execute_params(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        while True:
+            try:
+                self._execute_params(statements)
+                return
+            except WarehouseError as exc:
+                if not self._more_memory(exc):
+                    raise
+
+    def _execute_params(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         if not statements:
             return
         if self.adapter_type not in _DBAPI_ADAPTERS:
