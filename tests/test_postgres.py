@@ -23,6 +23,8 @@ from click.testing import CliRunner
 from tests.projects import EXAMPLE, dbt_build
 from voyado_sync.cli import cli
 from voyado_sync.emulator import EmulatorHandle, load_contacts
+from voyado_sync.exceptions import WarehouseError
+from voyado_sync.warehouse.adapter import DbtWarehouse
 
 pytestmark = pytest.mark.slow
 
@@ -153,3 +155,13 @@ def test_example_project_syncs_from_postgres_exactly_like_duckdb(
     assert all(m["sent"] == 0 for m in again["models"])
     stats = fresh_emulator.stats()
     assert (stats["stored"], stats["duplicates"], stats["ignored"]) == (102, 0, 0)
+
+    # A failing statement is a WarehouseError (the run lock relies on it), and the
+    # connection stays usable after it.
+    warehouse = DbtWarehouse(project_dir=project, profiles_dir=project)
+    try:
+        with pytest.raises(WarehouseError, match="query failed"):
+            warehouse.query("SELECT * FROM no_such_table")
+        assert warehouse.query("SELECT 1") == [(1,)]
+    finally:
+        warehouse.close()

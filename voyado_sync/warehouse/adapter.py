@@ -181,6 +181,10 @@ class DbtWarehouse:
         self.project_dir = project_dir.resolve()
         self.profiles_dir = (profiles_dir or default_profiles_dir(self.project_dir)).resolve()
         self._adapter: Any = None
+        # DuckDB's memory limit in force (None: DuckDB's default or not DuckDB), and the
+        # higher limits still to try when voyado-sync chose it.
+        self.memory_limit: str | None = None
+        self._memory_steps: list[str] = []
         try:
             output = direct_duckdb_output(
                 self.project_dir, self.profiles_dir, target=target, profile=profile
@@ -301,8 +305,6 @@ class DbtWarehouse:
     def _limit_duckdb_memory(self, settings: dict[str, Any]) -> None:
         """Cap DuckDB's buffer pool unless the profile does: its default is 80% of RAM, which
         staging a large diff fills and keeps for the whole run."""
-        self.memory_limit: str | None = None
-        self._memory_steps: list[str] = []
         if "memory_limit" in settings or "max_memory" in settings:
             self.memory_limit = str(settings.get("memory_limit") or settings.get("max_memory"))
             return
@@ -399,11 +401,10 @@ class DbtWarehouse:
         if self.adapter_type == "duckdb" and (
             "out of memory" in text.lower() or "failed to pin block" in text.lower()
         ):
-            limit = getattr(self, "memory_limit", None)
             hint = (
-                f" DuckDB ran out of its memory limit ({limit or 'its default'}). Raise it with "
-                f"memory_limit under settings in profiles.yml or with {MEMORY_LIMIT_ENV} "
-                "(for example 1GB)."
+                f" DuckDB ran out of its memory limit ({self.memory_limit or 'its default'})."
+                " Raise it with memory_limit under settings in profiles.yml or with "
+                f"{MEMORY_LIMIT_ENV} (for example 1GB)."
             )
         return WarehouseError(f"{self.description}: {purpose} failed: {text}{hint}")
 
