@@ -126,6 +126,14 @@ def _literal(value: object) -> exp.Expression:
     return exp.Literal.string(str(value))
 
 
+def _keys_by_target(deliveries: Sequence[Delivery]) -> dict[tuple[str, str], list[str]]:
+    """The distinct row keys of each (model, schema_id), for the DELETE of an upsert."""
+    groups: dict[tuple[str, str], dict[str, None]] = {}
+    for d in deliveries:
+        groups.setdefault((d.model, d.schema_id), {})[d.row_key] = None
+    return {target: list(keys) for target, keys in groups.items()}
+
+
 class Ledger:
     """Reads and writes the ledger tables of one warehouse, in schema ``schema``."""
 
@@ -312,15 +320,11 @@ class Ledger:
         """Upsert ledger rows in one transaction (delete the keys, insert the new state)."""
         if not deliveries:
             return
-        if getattr(self.warehouse, "array_params", False):
+        if self.warehouse.array_params:
             self._write_arrays(deliveries)
             return
         statements: list[str] = []
-        groups: dict[tuple[str, str], list[Delivery]] = {}
-        for d in deliveries:
-            groups.setdefault((d.model, d.schema_id), []).append(d)
-        for (model, schema_id), items in groups.items():
-            keys = list(dict.fromkeys(d.row_key for d in items))
+        for (model, schema_id), keys in _keys_by_target(deliveries).items():
             where = exp.and_(
                 col("model").eq(lit(model)),
                 col("schema_id").eq(lit(schema_id)),
@@ -345,11 +349,8 @@ class Ledger:
         # is bound as one array parameter: about 0.15 ms per row.
         delete, insert = self._array_sql()
         statements: list[tuple[str, Sequence[Any]]] = []
-        groups: dict[tuple[str, str], list[str]] = {}
-        for d in deliveries:
-            groups.setdefault((d.model, d.schema_id), []).append(d.row_key)
-        for (model, schema_id), keys in groups.items():
-            statements.append((delete, [model, schema_id, list(dict.fromkeys(keys))]))
+        for (model, schema_id), keys in _keys_by_target(deliveries).items():
+            statements.append((delete, [model, schema_id, keys]))
         columns = [[getattr(d, c) for d in deliveries] for c in DELIVERY_COLUMNS]
         statements.append((insert, columns))
         self.warehouse.execute_params(statements)
