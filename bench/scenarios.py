@@ -218,7 +218,8 @@ def fill_ledger(project: Project, db: Path, select: str) -> Any:
 
 
 def _anti_join_seconds(db: Path, model: Any, repeats: int = 3) -> dict[str, Any]:
-    """The bare diff: the candidates query of diff.candidates_select as a SELECT count(*)."""
+    """The bare diff: the one-statement candidates query (``diff.candidates_select`` without
+    step 1's keys) as a SELECT count(*), and step 1 staged as the run stages it."""
     from sqlglot import exp
 
     from voyado_sync import diff
@@ -227,7 +228,8 @@ def _anti_join_seconds(db: Path, model: Any, repeats: int = 3) -> dict[str, Any]
     ledger = diff.table("deliveries", "voyado_sync", model.relation.database)
     candidates = diff.candidates_select(model=model, source=source, ledger=ledger)
     count = exp.select(exp.Count(this=exp.Star())).from_(candidates.subquery("c")).sql("duckdb")
-    materialise = f"create temp table __bench_cand as {candidates.sql('duckdb')}"
+    keys = diff.unsent_keys_select(model=model, source=source, ledger=ledger)
+    materialise = f"create temp table __bench_cand as {keys.sql('duckdb')}"
     con = duckdb.connect(str(db))
     try:
         con.execute("set enable_progress_bar = false")

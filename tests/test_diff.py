@@ -73,19 +73,17 @@ def _pending(
     retry_rejected: bool = False,
     page_size: int = 1000,
 ) -> list[dict[str, Any]]:
-    """Run both diff steps into staging tables and read every page, as the engine does."""
-    cand = diff.table(diff.staged_name(model, "candidates"), LEDGER_SCHEMA)
-    pend = diff.table(diff.staged_name(model, "pending"), LEDGER_SCHEMA)
-    select = diff.candidates_select(
+    """Run the diff steps into staging tables and read every page, as the engine does."""
+    steps = diff.staging_steps(
         model=model,
-        source=diff.table(model.relation.identifier, model.relation.schema),
         ledger=diff.table("deliveries", LEDGER_SCHEMA),
+        staging=lambda name: diff.table(name, LEDGER_SCHEMA),
+        retry_rejected=retry_rejected,
     )
-    for sql in diff.create_sql(cand, select, "duckdb"):
-        con.execute(sql)
-    pending = diff.pending_select(model=model, candidates=cand, retry_rejected=retry_rejected)
-    for sql in diff.create_sql(pend, pending, "duckdb"):
-        con.execute(sql)
+    for staged, select in steps:
+        for sql in diff.create_sql(staged, select, "duckdb"):
+            con.execute(sql)
+    pend = steps[-1][0]
     used = model.columns_used
     out: list[dict[str, Any]] = []
     after = 0
@@ -300,6 +298,28 @@ def test_paging_returns_every_pending_row_exactly_once(
     assert set(got) == set(range(1, 51)) - {r["review_id"] for r in sent}
 
 
+def test_candidates_are_the_step_one_keys_minus_any_sent_since(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    model = _model()
+    _source(con, model, [(1, "c1", 5), (2, "c2", 3), (3, "c3", 4)])
+    ledger = diff.table("deliveries", LEDGER_SCHEMA)
+    source = diff.table("src", "main")
+    keys_select = diff.unsent_keys_select(model=model, source=source, ledger=ledger)
+    # Only the key goes through the anti-join with the ledger's sent rows.
+    assert len(keys_select.expressions) == 1
+    con.execute(f"CREATE OR REPLACE TABLE {LEDGER_SCHEMA}.k AS {keys_select.sql('duckdb')}")
+    assert con.execute(f"SELECT count(*) FROM {LEDGER_SCHEMA}.k").fetchone() == (3,)
+    rows = {r["review_id"]: r for r in _pending(con, model)}
+    _record(con, model, rows[1], diff.SENT)  # sent after step 1 ran
+    con.execute(f"DELETE FROM {LEDGER_SCHEMA}.k WHERE __vs_row_key = ?", [rows[3]["key"]])
+    select = diff.candidates_select(
+        model=model, source=source, ledger=ledger, keys=diff.table("k", LEDGER_SCHEMA)
+    )
+    got = con.execute(select.sql("duckdb")).fetchall()
+    assert [r[0] for r in got] == [rows[2]["key"]]
+
+
 def test_dry_run_without_a_ledger_sees_every_row(con: duckdb.DuckDBPyConnection) -> None:
     model = _model()
     _source(con, model, [(1, "c1", 5), (2, "c2", 3)])
@@ -319,20 +339,15 @@ def test_postgres_sql_parses_back() -> None:
             "rating": "INTEGER",
         },
     )
-    cand = diff.table(diff.staged_name(model, "candidates"), LEDGER_SCHEMA)
-    pend = diff.table(diff.staged_name(model, "pending"), LEDGER_SCHEMA)
-    select = diff.candidates_select(
+    steps = diff.staging_steps(
         model=model,
-        source=diff.table("src", "main"),
         ledger=diff.table("deliveries", LEDGER_SCHEMA),
+        staging=lambda name: diff.table(name, LEDGER_SCHEMA),
+        retry_rejected=False,
     )
+    cand, pend = steps[1][0], steps[2][0]
     statements = [
-        *diff.create_sql(cand, select, "postgres"),
-        *diff.create_sql(
-            pend,
-            diff.pending_select(model=model, candidates=cand, retry_rejected=False),
-            "postgres",
-        ),
+        *(sql for staged, select in steps for sql in diff.create_sql(staged, select, "postgres")),
         diff.page_sql(model=model, pending=pend, after=0, size=100, dialect="postgres"),
         diff.pending_rows_sql(pend, "postgres"),
         diff.drop_sql(cand, "postgres"),
@@ -340,7 +355,8 @@ def test_postgres_sql_parses_back() -> None:
     for sql in statements:
         parsed = sqlglot.parse_one(sql, read="postgres")
         assert parsed is not None
-    create_candidates = statements[1]
+    create_keys, create_candidates = statements[1], statements[3]
+    assert "NOT EXISTS" in create_keys and '"__vs_row_key" IN (SELECT' in create_candidates
     assert '"select"' in create_candidates and '"order id"' in create_candidates
     assert "MD5(" in create_candidates
     # The round trip keeps the quoted identifiers (a reserved word must stay quoted).

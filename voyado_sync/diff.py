@@ -1,11 +1,15 @@
 """SQL for "rows not yet delivered", built with sqlglot for the warehouse's dialect. Pure.
 
-The diff runs in the warehouse in two steps, so that already-sent keys never reach Python and
-a no-op run costs one anti-join:
+The diff runs in the warehouse in three steps, so that already-sent keys never reach Python and
+a no-op run costs one narrow anti-join:
 
-1. ``candidates``: every model row whose key is not ``sent`` in the ledger (a left join on a
-   hash of the unique key). Usually empty or tiny.
-2. ``pending``: among the candidates, one row per key with its duplicate count, minus keys that
+1. ``keys``: the key (a hash of the unique key columns) of every model row that is not ``sent``
+   in the ledger. Only keys go through this join, so its hash table holds one narrow column per
+   sent row and fits a small memory limit; carrying the model's columns through the same join
+   made DuckDB build on the wide side and spill (3x slower under 128MB). Usually empty or tiny.
+2. ``candidates``: the model rows with those keys and their previous ledger entry. With no keys
+   the warehouse skips the scan.
+3. ``pending``: among the candidates, one row per key with its duplicate count, minus keys that
    were rejected before with unchanged content, numbered for paging.
 
 Keys are ``md5`` of the unique key columns cast to text, with ``\\`` and ``|`` escaped and NULL
@@ -15,7 +19,7 @@ spelled ``\\N``, joined by ``|``: (1, NULL) and (NULL, 1) differ, and so do ("a|
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlglot import exp
 
@@ -110,25 +114,67 @@ def empty_ledger() -> exp.Subquery:
     )
 
 
-def candidates_select(
+def _ledger_entry(ledger: exp.Table | exp.Subquery, model: InteractionModel) -> exp.Expr:
+    return exp.and_(
+        col("model", "l").eq(lit(model.model)), col("schema_id", "l").eq(lit(model.schema_id))
+    )
+
+
+def _aliased(ledger: exp.Table | exp.Subquery) -> exp.Expr:
+    # A copy: the same ledger expression may appear in two statements' trees.
+    return ledger.as_("l") if isinstance(ledger, exp.Table) else ledger.copy()
+
+
+def unsent_keys_select(
     *, model: InteractionModel, source: exp.Table, ledger: exp.Table | exp.Subquery
 ) -> exp.Select:
-    """Step 1: model rows whose key is not yet ``sent`` (usually none).
+    """Step 1: the key of every model row not yet ``sent``; one row per model row."""
+    keyed = exp.select(exp.alias_(hash_of(model.unique_key), ROW_KEY, quoted=True)).from_(source)
+    sent = (
+        exp.select(exp.Literal.number(1))
+        .from_(_aliased(ledger))
+        .where(
+            exp.and_(
+                _ledger_entry(ledger, model),
+                col("status", "l").eq(lit(SENT)),
+                col("row_key", "l").eq(col(ROW_KEY, "m")),
+            )
+        )
+    )
+    return (
+        exp.select(col(ROW_KEY, "m"))
+        .from_(keyed.subquery("m"))
+        .where(exp.Not(this=exp.Exists(this=sent)))
+    )
 
-    Only the key is hashed for every row; the content hash is computed above the join, for
-    candidates alone, so a run with nothing new costs about one anti-join.
+
+def candidates_select(
+    *,
+    model: InteractionModel,
+    source: exp.Table,
+    ledger: exp.Table | exp.Subquery,
+    keys: exp.Table | exp.Subquery | None = None,
+) -> exp.Select:
+    """Step 2: model rows whose key is not yet ``sent``, with their previous ledger entry.
+
+    With ``keys`` (step 1's result) only the rows with those keys are read past the scan, so
+    the wide columns never meet the ledger's sent rows; the content hash is computed for
+    candidates alone. The sent filter is applied again, so a key that was sent in between is
+    never a candidate.
     """
     used = model.columns_used
     inner = exp.select(
         exp.alias_(hash_of(model.unique_key), ROW_KEY, quoted=True),
         *(exp.alias_(col(name), f"c{i}", quoted=True) for i, name in enumerate(used)),
     ).from_(source)
-    on = exp.and_(
-        col("model", "l").eq(lit(model.model)),
-        col("schema_id", "l").eq(lit(model.schema_id)),
-        col("row_key", "l").eq(col(ROW_KEY, "m")),
-    )
+    on = exp.and_(_ledger_entry(ledger, model), col("row_key", "l").eq(col(ROW_KEY, "m")))
     content = [f"c{used.index(name)}" for name in content_columns(model)]
+    unsent: exp.Expr = exp.or_(
+        col("row_key", "l").is_(exp.null()), col("status", "l").neq(lit(SENT))
+    )
+    if keys is not None:
+        wanted = exp.select(col(ROW_KEY)).from_(keys)
+        unsent = exp.and_(col(ROW_KEY, "m").isin(query=wanted), unsent)
     return (
         exp.select(
             col(ROW_KEY, "m"),
@@ -139,8 +185,8 @@ def candidates_select(
             exp.alias_(col("first_seen_at", "l"), PREV_FIRST_SEEN, quoted=True),
         )
         .from_(inner.subquery("m"))
-        .join(ledger.as_("l") if isinstance(ledger, exp.Table) else ledger, on=on, join_type="left")
-        .where(exp.or_(col("row_key", "l").is_(exp.null()), col("status", "l").neq(lit(SENT))))
+        .join(_aliased(ledger), on=on, join_type="left")
+        .where(unsent)
     )
 
 
@@ -215,6 +261,45 @@ def pending_select(
     return exp.select(exp.Star(), exp.alias_(numbered, SEQ, quoted=True)).from_(
         filtered.subquery("f")
     )
+
+
+STAGING_STEPS = ("keys", "candidates", "pending")
+
+
+def source_table(model: InteractionModel) -> exp.Table:
+    return table(model.relation.identifier, model.relation.schema, model.relation.database)
+
+
+def staging_steps(
+    *,
+    model: InteractionModel,
+    ledger: exp.Table,
+    staging: Callable[[str], exp.Table],
+    retry_rejected: bool,
+) -> list[tuple[exp.Table, exp.Select]]:
+    """The three steps, in order, as (staging table, query to fill it); ``staging`` names the
+    table of a staging name."""
+    keys, cand, pending = (staging(staged_name(model, step)) for step in STAGING_STEPS)
+    source = source_table(model)
+    return [
+        (keys, unsent_keys_select(model=model, source=source, ledger=ledger)),
+        (cand, candidates_select(model=model, source=source, ledger=ledger, keys=keys)),
+        (pending, pending_select(model=model, candidates=cand, retry_rejected=retry_rejected)),
+    ]
+
+
+def preview_selects(
+    *, model: InteractionModel, ledger: exp.Table | exp.Subquery, retry_rejected: bool
+) -> tuple[exp.Subquery, exp.Subquery]:
+    """The same steps as subqueries for a dry run, which creates nothing:
+    (candidates, pending)."""
+    source = source_table(model)
+    keys = unsent_keys_select(model=model, source=source, ledger=ledger).subquery("k")
+    candidates = candidates_select(model=model, source=source, ledger=ledger, keys=keys)
+    pending = pending_select(
+        model=model, candidates=candidates.subquery("c"), retry_rejected=retry_rejected
+    )
+    return candidates.subquery("c"), pending.subquery("p")
 
 
 def page_sql(

@@ -29,14 +29,12 @@ def preview(
     from voyado_sync.engine import Engine, _Row
 
     wh = ledger.warehouse
-    source = sql.table(model.relation.identifier, model.relation.schema, model.relation.database)
     deliveries = ledger.table("deliveries") if ledger_exists else sql.empty_ledger()
-    candidates = sql.candidates_select(model=model, source=source, ledger=deliveries)
-    pending = sql.pending_select(
-        model=model, candidates=candidates.subquery("c"), retry_rejected=retry_rejected
-    ).subquery("p")
-    res.selected = int(wh.query(sql.count_sql(source, wh.dialect))[0][0])
-    n_candidates = int(wh.query(sql.count_sql(candidates.subquery("c"), wh.dialect))[0][0])
+    candidates, pending = sql.preview_selects(
+        model=model, ledger=deliveries, retry_rejected=retry_rejected
+    )
+    res.selected = int(wh.query(sql.count_sql(sql.source_table(model), wh.dialect))[0][0])
+    n_candidates = int(wh.query(sql.count_sql(candidates, wh.dialect))[0][0])
     keys, rows = wh.query(sql.pending_rows_sql(pending, wh.dialect))[0]
     res.already_sent = res.selected - n_candidates
     res.previously_rejected = n_candidates - int(rows or 0)

@@ -431,47 +431,38 @@ class Engine:
 
     # -- one model ----------------------------------------------------------------------------
 
-    def _tables(self, ledger: Ledger, model: InteractionModel) -> tuple[Any, Any, Any, Any]:
-        source = sql.table(
-            model.relation.identifier, model.relation.schema, model.relation.database
-        )
-        cand = ledger.table(sql.staged_name(model, "candidates"))
-        pending = ledger.table(sql.staged_name(model, "pending"))
-        return source, ledger.table("deliveries"), cand, pending
-
     def _stage(self, ledger: Ledger, model: InteractionModel) -> tuple[int, int, int, int]:
         """Run the diff into staging tables.
 
         Returns (selected rows, candidate rows, pending keys, pending rows).
         """
         wh = ledger.warehouse
-        source, deliveries, cand, pending = self._tables(ledger, model)
-        candidates = sql.candidates_select(model=model, source=source, ledger=deliveries)
-        wh.execute_many(sql.create_sql(cand, candidates, wh.dialect))
-        wh.execute_many(
-            sql.create_sql(
-                pending,
-                sql.pending_select(
-                    model=model, candidates=cand, retry_rejected=self.options.retry_rejected
-                ),
-                wh.dialect,
-            )
+        steps = sql.staging_steps(
+            model=model,
+            ledger=ledger.table("deliveries"),
+            staging=ledger.table,
+            retry_rejected=self.options.retry_rejected,
         )
-        selected = int(wh.query(sql.count_sql(source, wh.dialect))[0][0])
+        for staged, select in steps:
+            wh.execute_many(sql.create_sql(staged, select, wh.dialect))
+        cand, pending = steps[1][0], steps[2][0]
+        selected = int(wh.query(sql.count_sql(sql.source_table(model), wh.dialect))[0][0])
         n_candidates = int(wh.query(sql.count_sql(cand, wh.dialect))[0][0])
         keys, rows = wh.query(sql.pending_rows_sql(pending, wh.dialect))[0]
         return selected, n_candidates, int(keys or 0), int(rows or 0)
 
     def _drop_staging(self, ledger: Ledger, model: InteractionModel) -> None:
-        _, _, cand, pending = self._tables(ledger, model)
         ledger.warehouse.execute_many(
-            [sql.drop_sql(cand, ledger.dialect), sql.drop_sql(pending, ledger.dialect)]
+            [
+                sql.drop_sql(ledger.table(sql.staged_name(model, step)), ledger.dialect)
+                for step in sql.STAGING_STEPS
+            ]
         )
 
     def _page(
         self, ledger: Ledger, model: InteractionModel, after: int, size: int
     ) -> list[tuple[int, _Row]]:
-        _, _, _, pending = self._tables(ledger, model)
+        pending = ledger.table(sql.staged_name(model, "pending"))
         rows = ledger.warehouse.query(
             sql.page_sql(
                 model=model, pending=pending, after=after, size=size, dialect=ledger.dialect
