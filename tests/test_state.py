@@ -6,6 +6,7 @@ the literal way what every other warehouse uses.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ class RawDuckDB:
             self.statements.append(sql)
             self.con.execute(sql, list(params)) if params else self.con.execute(sql)
         self.con.execute("COMMIT")
+
+    def keys_join(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def columns(self, relation: Any) -> dict[str, str] | None:
         return None

@@ -173,3 +173,30 @@ def test_a_diff_too_big_for_the_default_limit_gets_more_memory_not_a_failure(
             chosen.execute_many(["DROP TABLE IF EXISTS t", heavy])
     finally:
         chosen.close()
+
+
+def test_a_join_of_keys_gets_more_memory_for_its_statements_only(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse = DbtWarehouse(project_dir=project, profiles_dir=project)
+    try:
+        with warehouse.keys_join():
+            assert _limit(warehouse) == "488.2 MiB"  # 512MB while the key join runs
+            assert warehouse.query("SELECT count(*) FROM orders") == [(3,)]
+        assert _limit(warehouse) == "122.0 MiB"  # and the cap for staged rows after
+        assert warehouse.memory_limit == "128MB"
+        with pytest.raises(WarehouseError), warehouse.keys_join():
+            warehouse.query("SELECT * FROM no_such_table")
+        assert _limit(warehouse) == "122.0 MiB"  # restored when the statement failed too
+    finally:
+        warehouse.close()
+    # A limit the user chose is theirs, in the key join too.
+    for target, env, expected in (("capped", None, "95.3 MiB"), (None, "64MB", "61.0 MiB")):
+        if env:
+            monkeypatch.setenv(MEMORY_LIMIT_ENV, env)
+        chosen = DbtWarehouse(project_dir=project, profiles_dir=project, target=target)
+        try:
+            with chosen.keys_join():
+                assert _limit(chosen) == expected
+        finally:
+            chosen.close()

@@ -443,7 +443,10 @@ class Engine:
             staging=ledger.table,
             retry_rejected=self.options.retry_rejected,
         )
-        for staged, select in steps:
+        (keys, keys_select), *rest = steps
+        with wh.keys_join():
+            wh.execute_many(sql.create_sql(keys, keys_select, wh.dialect))
+        for staged, select in rest:
             wh.execute_many(sql.create_sql(staged, select, wh.dialect))
         cand, pending = steps[1][0], steps[2][0]
         selected = int(wh.query(sql.count_sql(sql.source_table(model), wh.dialect))[0][0])

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -58,6 +58,9 @@ def _first_line(exc: BaseException) -> str:
 
 MEMORY_LIMIT_ENV = "VOYADO_SYNC_DUCKDB_MEMORY_LIMIT"
 DEFAULT_DUCKDB_MEMORY_LIMIT = "128MB"
+# What a join of keys alone may use under the default (see DbtWarehouse.keys_join): its hash
+# table holds one narrow column per sent row and is freed when the statement ends.
+KEYS_JOIN_MEMORY_LIMIT = "512MB"
 
 
 def _set_sql(key: str, value: object) -> str:
@@ -345,6 +348,35 @@ class DbtWarehouse:
         )
         self.memory_limit = None if limit == "off" else limit
         return True
+
+    @contextlib.contextmanager
+    def keys_join(self) -> Iterator[None]:
+        """Let the statements in this block (a join of keys alone) use more memory.
+
+        The default cap is sized for staging wide rows, whose pages DuckDB keeps for the whole
+        run. The diff's key anti-join keeps nothing: its hash table of sent keys is freed when
+        the statement ends, and spilling it under 128MB doubled a 5M-row no-op. Only
+        voyado-sync's own default is raised; a limit the user chose is kept as is.
+        """
+        if self.memory_limit != DEFAULT_DUCKDB_MEMORY_LIMIT or not self._memory_steps:
+            yield
+            return
+        steps = self._memory_steps
+        cursor = self._handle.cursor()
+        cursor.execute(_set_sql("memory_limit", KEYS_JOIN_MEMORY_LIMIT))
+        self.memory_limit = KEYS_JOIN_MEMORY_LIMIT
+        if KEYS_JOIN_MEMORY_LIMIT in steps:  # an out-of-memory error goes to the next step
+            self._memory_steps = steps[steps.index(KEYS_JOIN_MEMORY_LIMIT) + 1 :]
+        try:
+            yield
+        finally:
+            try:
+                cursor.execute(_set_sql("memory_limit", DEFAULT_DUCKDB_MEMORY_LIMIT))
+            except Exception as exc:  # DuckDB could not evict enough: keep the higher limit
+                _log.debug("memory_limit stays at %s: %s", self.memory_limit, _first_line(exc))
+            else:
+                self.memory_limit = DEFAULT_DUCKDB_MEMORY_LIMIT
+                self._memory_steps = steps
 
     def _describe(self, creds: Any) -> str:
         if self.adapter_type == "duckdb":

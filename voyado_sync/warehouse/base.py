@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from voyado_sync.spec import Relation
@@ -40,6 +41,11 @@ class Warehouse(Protocol):
 
     def execute_params(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Run parameterised statements (the dialect's placeholders) in one transaction."""
+        ...
+
+    def keys_join(self) -> AbstractContextManager[None]:
+        """A block of statements that join keys alone and keep nothing afterwards, which may
+        use more memory than the warehouse's connection is otherwise given (DuckDB's cap)."""
         ...
 
     def columns(self, relation: Relation) -> dict[str, str] | None:
