@@ -173,7 +173,7 @@ def table(r: dict[str, Any]) -> str:
                 f"run {n['run']['median']} s; anti-join {n['anti_join']['count_median']} s "
                 f"(count) / {n['anti_join']['create_table_median']} s (as CREATE TABLE AS); "
                 f"start-up ({n['tiny_rows']}-row no-op run) {n['tiny_run']['median']} s; "
-                f"limit {n['limit_seconds']} s",
+                f"limit {n['limit_seconds']} s; peak RSS {n['run'].get('peak_rss_mb')} MB",
                 _verdict(n["met"], f"{n['run']['median'] - n['limit_seconds']:.2f} s over"),
             )
         )

@@ -262,14 +262,17 @@ def _noop_runs(
     warm = run_sync(project, db, url=url, select=MODEL, rate=50)  # creates the schema once
     assert warm.exit_code == 0, warm.stderr[-2000:]
     seconds = []
+    peak = 0
     for _ in range(repeats):
         out = run_sync(project, db, url=url, select=MODEL, rate=50)
         res = out.model(MODEL)
         assert out.exit_code == 0 and res["sent"] == 0 and res["already_sent"] == rows, out.doc
         seconds.append(out.seconds)
+        peak = max([peak, *(x.rss for x in out.samples)])
     return {
         "seconds": [round(s, 3) for s in seconds],
         "median": round(median(seconds), 3),
+        "peak_rss_mb": round(peak / MB, 1),
         "requests": out.doc.get("requests", {}),
     }
 
