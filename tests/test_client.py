@@ -7,6 +7,8 @@ second: back-off and throttle pauses advance the fake clock instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import collections
+import heapq
 import itertools
 import json
 import random
@@ -684,12 +686,160 @@ def test_throttling_halves_pauses_and_recovers() -> None:
 
     clock.now = 3.5  # a new 429 after the pause: halve again, back-off without Retry-After
     assert limiter.on_throttled(None) == pytest.approx(2.0)  # second episode: base * 2
-    assert limiter.current_rate == 10
-    # Quiet for 5 s after the pause: +4/s (a tenth of the configured rate) per 5 s.
+    assert limiter.current_rate == 10  # 20 was refused; no rate has held a period yet
+    # Quiet for 5 s after the pause: +4/s (a tenth of the configured rate) per 5 s...
     clock.now = 5.5 + 5.0
     assert limiter.current_rate == 14
-    clock.now = 5.5 + 5.0 * 8
+    clock.now = 5.5 + 10.0
+    assert limiter.current_rate == 18
+    # ... a third of that within 90% of the refused 20/s...
+    clock.now = 5.5 + 15.0
+    assert limiter.current_rate == pytest.approx(19.333, abs=0.001)
+    # ... and 20/s or more only after three periods.
+    clock.now = 5.5 + 29.9
+    assert limiter.current_rate == pytest.approx(19.333, abs=0.001)
+    clock.now = 5.5 + 30.0
+    assert limiter.current_rate == pytest.approx(20.667, abs=0.001)
+    clock.now = 5.5 + 45.0
+    assert limiter.current_rate == pytest.approx(22.0)
+    # The refused rate held: the usual steps again, up to the configured rate.
+    clock.now = 5.5 + 50.0
+    assert limiter.current_rate == pytest.approx(26.0)
+    clock.now = 5.5 + 75.0
     assert limiter.current_rate == 40, "back to the configured rate, not beyond"
+
+
+def test_after_a_429_the_rate_returns_to_the_last_that_held_then_probes_rarely() -> None:
+    clock = FakeTime()
+    limiter = RateLimiter(40, clock=clock.monotonic, sleep=clock.sleep)
+    limiter.on_throttled(1.0)  # 40/s refused: 20/s, paused until 1.0
+    for n, expected in enumerate((24, 28, 32, 36), start=1):
+        clock.now = 1.0 + 5.0 * n
+        assert limiter.current_rate == expected
+    clock.now = 26.0
+    assert limiter.current_rate == pytest.approx(37.333, abs=0.001)  # a third of a step
+    clock.now = 27.0
+    limiter.on_throttled(1.0)  # 37.3/s refused: half, paused until 28.0
+    assert limiter.current_rate == pytest.approx(18.667, abs=0.001)
+    clock.now = 28.99
+    assert limiter.current_rate == pytest.approx(18.667, abs=0.001)
+    clock.now = 29.0  # one second after the pause: back to 36/s, which held for 5 s
+    assert limiter.current_rate == 36
+    clock.now = 29.0 + 14.9  # 37.3/s was refused: tried again after three periods
+    assert limiter.current_rate == 36
+    clock.now = 29.0 + 15.0
+    assert limiter.current_rate == pytest.approx(37.333, abs=0.001)
+
+
+def test_a_429_at_a_rate_that_held_before_makes_it_no_shortcut() -> None:
+    clock = FakeTime()
+    limiter = RateLimiter(40, clock=clock.monotonic, sleep=clock.sleep)
+    limiter.on_throttled(1.0)  # 20/s until 1.0
+    clock.now = 6.0
+    assert limiter.current_rate == 24  # 20/s held for 5 s
+    clock.now = 7.0
+    limiter.on_throttled(1.0)  # 24/s refused: 12/s, paused until 8.0
+    clock.now = 9.0
+    assert limiter.current_rate == 20  # back to the rate that held
+    clock.now = 10.0
+    limiter.on_throttled(1.0)  # now 20/s is refused too: 10/s, paused until 11.0
+    clock.now = 12.0
+    assert limiter.current_rate == 10, "no way back to 20/s without a quiet period"
+    clock.now = 16.0
+    assert limiter.current_rate == 14
+
+
+class EventClock:
+    """Fake time for concurrent senders: sleepers wake in time order, each at its own time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._queue: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (self.now + max(0.0, seconds), next(self._seq), future))
+        await future
+
+    async def drive(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for _ in range(3):  # let every woken task run until it sleeps again
+                await asyncio.sleep(0)
+            if self._queue:
+                at, _, future = heapq.heappop(self._queue)
+                self.now = max(self.now, at)
+                future.set_result(None)
+
+
+def _simulate(
+    limits: Callable[[float], float], *, rate: float, processes: int = 1, seconds: float = 120
+) -> tuple[float, float, list[float]]:
+    """Senders (8 per process, 30 ms answers) against a sliding one-second window that
+    refuses with 429 beyond ``limits(t)`` per second, as the emulator does. Returns the
+    admitted rate, the share of 429s and each process's rate over the last 30 s."""
+    clock = EventClock()
+    limiters = [
+        RateLimiter(rate, clock=clock.monotonic, sleep=clock.sleep, random=random.Random(n).random)
+        for n in range(processes)
+    ]
+    window: collections.deque[float] = collections.deque()
+    admitted: list[tuple[float, int]] = []
+    refused = 0
+
+    async def sender(n: int) -> None:
+        nonlocal refused
+        while clock.now < seconds:
+            await limiters[n].acquire()
+            sent = clock.now
+            while window and window[0] <= sent - 1.0:
+                window.popleft()
+            over = len(window) >= limits(sent)
+            if not over:
+                window.append(sent)
+            await clock.sleep(0.03)
+            if over:
+                refused += 1
+                limiters[n].on_throttled(None)
+            else:
+                admitted.append((sent, n))
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        driver = asyncio.create_task(clock.drive(stop))
+        await asyncio.gather(*(sender(n) for n in range(processes) for _ in range(8)))
+        stop.set()
+        await driver
+
+    run(scenario())
+    late = [
+        sum(1 for t, m in admitted if m == n and t >= seconds - 30) / 30 for n in range(processes)
+    ]
+    return len(admitted) / seconds, refused / (len(admitted) + refused), late
+
+
+def test_a_limit_below_the_configured_rate_is_used_almost_fully() -> None:
+    # Halving and climbing back from half sustained 73/s here; returning to the last rate
+    # that held and probing rarely sustains over 90% of the limit, with fewer 429s.
+    admitted, throttled, _ = _simulate(lambda t: 100, rate=150)
+    assert admitted >= 88 and throttled < 0.005
+    # Two runs sharing one key share the limit about evenly.
+    admitted, throttled, late = _simulate(lambda t: 100, rate=150, processes=2)
+    assert admitted >= 82 and throttled < 0.005
+    assert all(30 <= r <= 60 for r in late), late
+    # No limit in sight: the configured rate, no 429.
+    admitted, throttled, _ = _simulate(lambda t: 1000, rate=150)
+    assert admitted >= 149 and throttled == 0
+
+
+def test_a_limit_that_drops_or_rises_during_the_run_is_followed() -> None:
+    _, throttled, late = _simulate(lambda t: 100 if t < 60 else 50, rate=150)
+    assert 40 <= late[0] <= 50 and throttled < 0.01, late
+    _, throttled, late = _simulate(lambda t: 50 if t < 60 else 100, rate=150)
+    assert late[0] >= 80 and throttled < 0.01, late
 
 
 def test_throttling_never_goes_below_one_per_second() -> None:
