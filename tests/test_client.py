@@ -749,6 +749,25 @@ def test_a_429_at_a_rate_that_held_before_makes_it_no_shortcut() -> None:
     assert limiter.current_rate == 14
 
 
+def test_a_429_just_after_a_period_ends_means_that_period_did_not_hold() -> None:
+    clock = FakeTime()
+    limiter = RateLimiter(40, clock=clock.monotonic, sleep=clock.sleep)
+    limiter.on_throttled(1.0)  # 20/s until 1.0
+    clock.now = 6.02  # the period at 20/s ended at 6.0; this 429 answers a request sent in it
+    limiter.on_throttled(1.0, sent_at=5.99)  # 24/s in force now: 12/s, paused until 7.02
+    clock.now = 8.1
+    assert limiter.current_rate == 12, "20/s is no rate to return to"
+    clock.now = 12.02
+    assert limiter.current_rate == 16
+    # A 429 for a request sent after the increase refuses the new rate, not the one that held.
+    clock.now = 17.02
+    assert limiter.current_rate == 20
+    clock.now = 17.05
+    limiter.on_throttled(1.0, sent_at=17.03)
+    clock.now = 19.05
+    assert limiter.current_rate == 16, "back to 16/s, which held from 12.02 to 17.02"
+
+
 class EventClock:
     """Fake time for concurrent senders: sleepers wake in time order, each at its own time."""
 
@@ -793,8 +812,7 @@ def _simulate(
     async def sender(n: int) -> None:
         nonlocal refused
         while clock.now < seconds:
-            await limiters[n].acquire()
-            sent = clock.now
+            sent = await limiters[n].acquire()
             while window and window[0] <= sent - 1.0:
                 window.popleft()
             over = len(window) >= limits(sent)
@@ -803,7 +821,7 @@ def _simulate(
             await clock.sleep(0.03)
             if over:
                 refused += 1
-                limiters[n].on_throttled(None)
+                limiters[n].on_throttled(None, sent)
             else:
                 admitted.append((sent, n))
 

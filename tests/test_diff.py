@@ -74,16 +74,7 @@ def _pending(
     page_size: int = 1000,
 ) -> list[dict[str, Any]]:
     """Run the diff steps into staging tables and read every page, as the engine does."""
-    steps = diff.staging_steps(
-        model=model,
-        ledger=diff.table("deliveries", LEDGER_SCHEMA),
-        staging=lambda name: diff.table(name, LEDGER_SCHEMA),
-        retry_rejected=retry_rejected,
-    )
-    for staged, select in steps:
-        for sql in diff.create_sql(staged, select, "duckdb"):
-            con.execute(sql)
-    pend = steps[-1][0]
+    pend = _stage(con, model, retry_rejected=retry_rejected)
     used = model.columns_used
     out: list[dict[str, Any]] = []
     after = 0
@@ -105,6 +96,37 @@ def _pending(
                 }
             )
         after = page[-1][0]
+
+
+def _stage(
+    con: duckdb.DuckDBPyConnection,
+    model: InteractionModel,
+    *,
+    retry_rejected: bool = False,
+    filter_by_keys: bool | None = None,
+) -> Any:
+    """The engine's three steps; ``filter_by_keys`` None decides as the engine does."""
+    source, ledger = diff.source_table(model), diff.table("deliveries", LEDGER_SCHEMA)
+    keys, cand, pend = (
+        diff.table(diff.staged_name(model, s), LEDGER_SCHEMA) for s in diff.STAGING_STEPS
+    )
+    for sql in diff.create_sql(
+        keys, diff.unsent_keys_select(model=model, source=source, ledger=ledger), "duckdb"
+    ):
+        con.execute(sql)
+    if filter_by_keys is None:
+        unsent = con.execute(diff.count_sql(keys, "duckdb")).fetchone()
+        selected = con.execute(diff.count_sql(source, "duckdb")).fetchone()
+        filter_by_keys = unsent < selected
+    candidates = diff.candidates_select(
+        model=model, source=source, ledger=ledger, keys=keys if filter_by_keys else None
+    )
+    for sql in diff.create_sql(cand, candidates, "duckdb"):
+        con.execute(sql)
+    pending = diff.pending_select(model=model, candidates=cand, retry_rejected=retry_rejected)
+    for sql in diff.create_sql(pend, pending, "duckdb"):
+        con.execute(sql)
+    return pend
 
 
 def _record(
@@ -322,11 +344,37 @@ def test_candidates_are_the_step_one_keys_minus_any_sent_since(
 
 def test_dry_run_without_a_ledger_sees_every_row(con: duckdb.DuckDBPyConnection) -> None:
     model = _model()
-    _source(con, model, [(1, "c1", 5), (2, "c2", 3)])
-    select = diff.candidates_select(
-        model=model, source=diff.table("src", "main"), ledger=diff.empty_ledger()
+    _source(con, model, [(1, "c1", 5), (2, "c2", 2), (2, "c2", 2)])
+    candidates, pending = diff.preview_selects(
+        model=model, ledger=diff.empty_ledger(), retry_rejected=False
     )
-    assert len(con.execute(select.sql(dialect="duckdb")).fetchall()) == 2
+    assert con.execute(diff.count_sql(candidates, "duckdb")).fetchone() == (3,)
+    assert con.execute(diff.pending_rows_sql(pending, "duckdb")).fetchone() == (2, 3)
+
+
+def test_with_or_without_the_keys_filter_the_same_rows_are_pending(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    model = _model()
+    _source(con, model, [(i, f"c{i}", i % 5) for i in range(1, 41)] + [(7, "c7", 2)])
+    first = {r["review_id"]: r for r in _pending(con, model)}
+    for review_id, status in (
+        (1, diff.SENT),
+        (2, diff.REJECTED),
+        (3, diff.FAILED),
+        (4, diff.IN_FLIGHT),
+    ):
+        _record(con, model, first[review_id], status)
+    _record(con, model, first[5], diff.SENT, model_name="other_model")
+
+    def read(filter_by_keys: bool) -> list[tuple[Any, ...]]:
+        pend = _stage(con, model, filter_by_keys=filter_by_keys)
+        return con.execute(f"SELECT * FROM {pend.sql('duckdb')} ORDER BY 1").fetchall()
+
+    filtered, unfiltered = read(True), read(False)
+    assert filtered == unfiltered
+    # 40 keys minus the sent one, the unchanged rejection and the one in flight (reconciled first)
+    assert len(filtered) == 37
 
 
 def test_postgres_sql_parses_back() -> None:
@@ -339,15 +387,24 @@ def test_postgres_sql_parses_back() -> None:
             "rating": "INTEGER",
         },
     )
-    steps = diff.staging_steps(
-        model=model,
-        ledger=diff.table("deliveries", LEDGER_SCHEMA),
-        staging=lambda name: diff.table(name, LEDGER_SCHEMA),
-        retry_rejected=False,
+    source, ledger = diff.table("src", "main"), diff.table("deliveries", LEDGER_SCHEMA)
+    keys, cand, pend = (
+        diff.table(diff.staged_name(model, s), LEDGER_SCHEMA) for s in diff.STAGING_STEPS
     )
-    cand, pend = steps[1][0], steps[2][0]
     statements = [
-        *(sql for staged, select in steps for sql in diff.create_sql(staged, select, "postgres")),
+        *diff.create_sql(
+            keys, diff.unsent_keys_select(model=model, source=source, ledger=ledger), "postgres"
+        ),
+        *diff.create_sql(
+            cand,
+            diff.candidates_select(model=model, source=source, ledger=ledger, keys=keys),
+            "postgres",
+        ),
+        *diff.create_sql(
+            pend,
+            diff.pending_select(model=model, candidates=cand, retry_rejected=False),
+            "postgres",
+        ),
         diff.page_sql(model=model, pending=pend, after=0, size=100, dialect="postgres"),
         diff.pending_rows_sql(pend, "postgres"),
         diff.drop_sql(cand, "postgres"),

@@ -5,10 +5,11 @@ a no-op run costs one narrow anti-join:
 
 1. ``keys``: the key (a hash of the unique key columns) of every model row that is not ``sent``
    in the ledger. Only keys go through this join, so its hash table holds one narrow column per
-   sent row and fits a small memory limit; carrying the model's columns through the same join
-   made DuckDB build on the wide side and spill (3x slower under 128MB). Usually empty or tiny.
+   sent row; carrying the model's columns through the same join made DuckDB build on the wide
+   side and spill (3x slower under 128MB). Usually empty or tiny.
 2. ``candidates``: the model rows with those keys and their previous ledger entry. With no keys
-   the warehouse skips the scan.
+   the warehouse skips the scan. When no row is sent yet (a first run) the keys filter is left
+   out: it would remove nothing and cost a semi-join of every key.
 3. ``pending``: among the candidates, one row per key with its duplicate count, minus keys that
    were rejected before with unchanged content, numbered for paging.
 
@@ -19,7 +20,7 @@ spelled ``\\N``, joined by ``|``: (1, NULL) and (NULL, 1) differ, and so do ("a|
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from sqlglot import exp
 
@@ -268,24 +269,6 @@ STAGING_STEPS = ("keys", "candidates", "pending")
 
 def source_table(model: InteractionModel) -> exp.Table:
     return table(model.relation.identifier, model.relation.schema, model.relation.database)
-
-
-def staging_steps(
-    *,
-    model: InteractionModel,
-    ledger: exp.Table,
-    staging: Callable[[str], exp.Table],
-    retry_rejected: bool,
-) -> list[tuple[exp.Table, exp.Select]]:
-    """The three steps, in order, as (staging table, query to fill it); ``staging`` names the
-    table of a staging name."""
-    keys, cand, pending = (staging(staged_name(model, step)) for step in STAGING_STEPS)
-    source = source_table(model)
-    return [
-        (keys, unsent_keys_select(model=model, source=source, ledger=ledger)),
-        (cand, candidates_select(model=model, source=source, ledger=ledger, keys=keys)),
-        (pending, pending_select(model=model, candidates=cand, retry_rejected=retry_rejected)),
-    ]
 
 
 def preview_selects(

@@ -26,6 +26,19 @@ def preview(
     retry_rejected: bool,
 ) -> None:
     """Fill ``res`` with the counts a real run would start from, and sample payloads."""
+    # A dry run stages nothing, so whatever memory its queries use is freed when each ends:
+    # the allowance of the key join applies to all of them.
+    with ledger.warehouse.keys_join():
+        _preview(ledger, model, res, ledger_exists, retry_rejected)
+
+
+def _preview(
+    ledger: Ledger,
+    model: InteractionModel,
+    res: ModelResult,
+    ledger_exists: bool,
+    retry_rejected: bool,
+) -> None:
     from voyado_sync.engine import Engine, _Row
 
     wh = ledger.warehouse

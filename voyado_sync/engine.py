@@ -437,22 +437,34 @@ class Engine:
         Returns (selected rows, candidate rows, pending keys, pending rows).
         """
         wh = ledger.warehouse
-        steps = sql.staging_steps(
-            model=model,
-            ledger=ledger.table("deliveries"),
-            staging=ledger.table,
-            retry_rejected=self.options.retry_rejected,
-        )
-        (keys, keys_select), *rest = steps
+        source, deliveries = sql.source_table(model), ledger.table("deliveries")
+        keys, cand, pending = (ledger.table(sql.staged_name(model, s)) for s in sql.STAGING_STEPS)
+        unsent_keys = sql.unsent_keys_select(model=model, source=source, ledger=deliveries)
         with wh.keys_join():
-            wh.execute_many(sql.create_sql(keys, keys_select, wh.dialect))
-        for staged, select in rest:
-            wh.execute_many(sql.create_sql(staged, select, wh.dialect))
-        cand, pending = steps[1][0], steps[2][0]
-        selected = int(wh.query(sql.count_sql(sql.source_table(model), wh.dialect))[0][0])
+            wh.execute_many(sql.create_sql(keys, unsent_keys, wh.dialect))
+        selected = int(wh.query(sql.count_sql(source, wh.dialect))[0][0])
+        unsent = int(wh.query(sql.count_sql(keys, wh.dialect))[0][0])
+        # With no row sent yet (a first run) the keys filter removes nothing and costs a
+        # semi-join of every key; the ledger then holds none of these rows as sent, so the
+        # one-statement join is small.
+        candidates = sql.candidates_select(
+            model=model, source=source, ledger=deliveries, keys=None if unsent >= selected else keys
+        )
+        wh.execute_many(
+            [*sql.create_sql(cand, candidates, wh.dialect), sql.drop_sql(keys, wh.dialect)]
+        )
+        wh.execute_many(
+            sql.create_sql(
+                pending,
+                sql.pending_select(
+                    model=model, candidates=cand, retry_rejected=self.options.retry_rejected
+                ),
+                wh.dialect,
+            )
+        )
         n_candidates = int(wh.query(sql.count_sql(cand, wh.dialect))[0][0])
-        keys, rows = wh.query(sql.pending_rows_sql(pending, wh.dialect))[0]
-        return selected, n_candidates, int(keys or 0), int(rows or 0)
+        n_keys, rows = wh.query(sql.pending_rows_sql(pending, wh.dialect))[0]
+        return selected, n_candidates, int(n_keys or 0), int(rows or 0)
 
     def _drop_staging(self, ledger: Ledger, model: InteractionModel) -> None:
         ledger.warehouse.execute_many(
@@ -562,11 +574,11 @@ class Engine:
         self, client: VoyadoClient, ledger: Ledger, model: InteractionModel, res: ModelResult
     ) -> None:
         await self._reconcile(client, ledger, model, res)
-        selected, candidates, keys, rows = await self._db(self._stage, ledger, model)
-        res.selected = selected
-        res.already_sent = selected - candidates
-        res.previously_rejected = candidates - rows
         try:
+            selected, candidates, keys, rows = await self._db(self._stage, ledger, model)
+            res.selected = selected
+            res.already_sent = selected - candidates
+            res.previously_rejected = candidates - rows
             await self._send_pending(client, ledger, model, res, keys)
         finally:
             await self._db(self._drop_staging, ledger, model)

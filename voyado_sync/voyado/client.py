@@ -79,6 +79,8 @@ _NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
 _CONFIG_ERROR_CODES = frozenset({"InvalidSystemConfiguration"})
 _MAX_BODY = 500
 _MAX_PAGES = 10_000
+# Where _send leaves the time the limiter let a request go (Response.extensions).
+_SENT_AT = "voyado_sync.sent_at"
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -566,7 +568,7 @@ class VoyadoClient:
         # Take the slot first, then the token: a token spent while waiting for a slot would
         # let requests leave in a clump when slots free up.
         async with self._slots:
-            await self.limiter.acquire()
+            sent_at = await self.limiter.acquire()
             try:
                 resp = await self._http.request(
                     method, self._url(path), params=params, content=content, headers=self._headers()
@@ -575,6 +577,7 @@ class VoyadoClient:
                 self.stats.record(kind, "network")
                 raise
         self.stats.record(kind, resp.status_code)
+        resp.extensions[_SENT_AT] = sent_at  # for the limiter, should this be a 429
         return resp
 
     async def _idempotent(
@@ -630,7 +633,7 @@ class VoyadoClient:
         if retry_after is not None:
             # A Retry-After beyond our whole budget would stall every sender for nothing.
             retry_after = min(retry_after, self.retry.throttle_max_wait)
-        pause = self.limiter.on_throttled(retry_after)
+        pause = self.limiter.on_throttled(retry_after, resp.extensions.get(_SENT_AT))
         self.stats.throttle_wait += pause
         total = throttled + pause
         if total > self.retry.throttle_max_wait:

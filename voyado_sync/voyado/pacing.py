@@ -94,6 +94,8 @@ class RateLimiter:
         self._last_throttle: float | None = None
         self._recovered_at = now  # time of the last increase
         self._good: float | None = None  # highest rate that held a period since a 429
+        self._good_before: float | None = None  # and what it was before its last promotion
+        self._promoted_at: float | None = None
         self._refused: float | None = None  # the rate in force when the last episode began
         self._lock = asyncio.Lock()
 
@@ -113,8 +115,8 @@ class RateLimiter:
         """Clock time until which every sender is held back (in the past when not paused)."""
         return self._paused_until
 
-    async def acquire(self) -> None:
-        """Wait for the right to send one request."""
+    async def acquire(self) -> float:
+        """Wait for the right to send one request; return the clock time it was given."""
         # The lock makes waiters queue in arrival order and keeps the bucket arithmetic
         # consistent; only one waiter sleeps at a time, which is exactly the pacing we want.
         async with self._lock:
@@ -128,13 +130,14 @@ class RateLimiter:
                 # sleeps of a few attoseconds.
                 if self._tokens >= 1.0 - 1e-9:
                     self._tokens -= 1.0
-                    return
+                    return now
                 await self._sleep((1.0 - self._tokens) / self._current)
 
-    def on_throttled(self, retry_after: float | None) -> float:
+    def on_throttled(self, retry_after: float | None, sent_at: float | None = None) -> float:
         """Record a 429; return the pause, in seconds, that the caller's request now faces.
 
-        ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one.
+        ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one;
+        ``sent_at`` is what ``acquire`` returned for the refused request.
         """
         now = self._clock()
         self._advance(now)
@@ -149,6 +152,13 @@ class RateLimiter:
         else:
             self._episodes += 1
             self._episode_start = now
+            if (
+                sent_at is not None
+                and self._promoted_at is not None
+                and sent_at < self._promoted_at
+            ):
+                # The refused request left before the last period ended: it did not hold.
+                self._good = self._good_before
             if self._good is not None and self._current <= self._good:
                 self._good = None  # a rate that held is refused now: no shortcut back to it
             self._refused = self._current
@@ -202,6 +212,7 @@ class RateLimiter:
                 break
             self._recovered_at += wait
             if not back:  # the rate in force held a whole period without a 429
+                self._good_before, self._promoted_at = self._good, self._recovered_at
                 self._good = max(self._good or 0.0, self._current)
                 if self._refused is not None and self._current >= self._refused:
                     self._refused = None

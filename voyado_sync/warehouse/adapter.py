@@ -363,7 +363,12 @@ class DbtWarehouse:
             return
         steps = self._memory_steps
         cursor = self._handle.cursor()
-        cursor.execute(_set_sql("memory_limit", KEYS_JOIN_MEMORY_LIMIT))
+        try:
+            cursor.execute(_set_sql("memory_limit", KEYS_JOIN_MEMORY_LIMIT))
+        except Exception as exc:  # not worth failing a run over: stay at the cap
+            _log.warning("could not raise DuckDB's memory_limit for the diff: %s", _first_line(exc))
+            yield
+            return
         self.memory_limit = KEYS_JOIN_MEMORY_LIMIT
         if KEYS_JOIN_MEMORY_LIMIT in steps:  # an out-of-memory error goes to the next step
             self._memory_steps = steps[steps.index(KEYS_JOIN_MEMORY_LIMIT) + 1 :]
@@ -373,7 +378,12 @@ class DbtWarehouse:
             try:
                 cursor.execute(_set_sql("memory_limit", DEFAULT_DUCKDB_MEMORY_LIMIT))
             except Exception as exc:  # DuckDB could not evict enough: keep the higher limit
-                _log.debug("memory_limit stays at %s: %s", self.memory_limit, _first_line(exc))
+                _log.warning(
+                    "DuckDB's memory_limit stays at %s for this run (could not return to %s): %s",
+                    self.memory_limit or "its default",
+                    DEFAULT_DUCKDB_MEMORY_LIMIT,
+                    _first_line(exc),
+                )
             else:
                 self.memory_limit = DEFAULT_DUCKDB_MEMORY_LIMIT
                 self._memory_steps = steps
