@@ -175,10 +175,14 @@ def test_a_diff_too_big_for_the_default_limit_gets_more_memory_not_a_failure(
         chosen.close()
 
 
+@pytest.mark.parametrize("via_dbt", [False, True], ids=["direct", "dbt"])
 def test_a_join_of_keys_gets_more_memory_for_its_statements_only(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, monkeypatch: pytest.MonkeyPatch, via_dbt: bool
 ) -> None:
+    if via_dbt:
+        monkeypatch.setenv("VOYADO_SYNC_OPEN_WITH_DBT", "1")
     warehouse = DbtWarehouse(project_dir=project, profiles_dir=project)
+    assert (warehouse._adapter is None) is not via_dbt
     try:
         with warehouse.keys_join():
             assert _limit(warehouse) == "488.2 MiB"  # 512MB while the key join runs

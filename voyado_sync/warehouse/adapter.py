@@ -367,6 +367,10 @@ class DbtWarehouse:
             cursor.execute(_set_sql("memory_limit", KEYS_JOIN_MEMORY_LIMIT))
         except Exception as exc:  # not worth failing a run over: stay at the cap
             _log.warning("could not raise DuckDB's memory_limit for the diff: %s", _first_line(exc))
+            raised = False
+        else:
+            raised = True
+        if not raised:
             yield
             return
         self.memory_limit = KEYS_JOIN_MEMORY_LIMIT
