@@ -64,6 +64,14 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture(params=[False, True], ids=["direct", "dbt"])
+def via_dbt(request: pytest.FixtureRequest, project: Path, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Both ways of opening a DuckDB target: directly, and through dbt-duckdb's adapter."""
+    if request.param:
+        monkeypatch.setenv("VOYADO_SYNC_OPEN_WITH_DBT", "1")
+    return bool(request.param)
+
+
 def output(project: Path, target: str | None = None) -> object:
     found = direct_duckdb_output(project, project, target=target, profile=None)
     return None if found is None else found[0]
@@ -89,12 +97,9 @@ def _limit(warehouse: DbtWarehouse) -> str:
     return str(warehouse.query("SELECT current_setting('memory_limit')")[0][0])
 
 
-@pytest.mark.parametrize("via_dbt", [False, True], ids=["direct", "dbt"])
 def test_both_ways_open_the_same_database_with_memory_capped(
     project: Path, monkeypatch: pytest.MonkeyPatch, via_dbt: bool
 ) -> None:
-    if via_dbt:
-        monkeypatch.setenv("VOYADO_SYNC_OPEN_WITH_DBT", "1")
     warehouse = DbtWarehouse(project_dir=project, profiles_dir=project)
     try:
         assert warehouse.database == "shop"
@@ -175,12 +180,9 @@ def test_a_diff_too_big_for_the_default_limit_gets_more_memory_not_a_failure(
         chosen.close()
 
 
-@pytest.mark.parametrize("via_dbt", [False, True], ids=["direct", "dbt"])
 def test_a_join_of_keys_gets_more_memory_for_its_statements_only(
     project: Path, monkeypatch: pytest.MonkeyPatch, via_dbt: bool
 ) -> None:
-    if via_dbt:
-        monkeypatch.setenv("VOYADO_SYNC_OPEN_WITH_DBT", "1")
     warehouse = DbtWarehouse(project_dir=project, profiles_dir=project)
     assert (warehouse._adapter is None) is not via_dbt
     try:

@@ -115,7 +115,8 @@ def empty_ledger() -> exp.Subquery:
     )
 
 
-def _ledger_entry(ledger: exp.Table | exp.Subquery, model: InteractionModel) -> exp.Expr:
+def _ledger_entry(model: InteractionModel) -> exp.Expr:
+    """The ledger rows (alias l) of this model and schema."""
     return exp.and_(
         col("model", "l").eq(lit(model.model)), col("schema_id", "l").eq(lit(model.schema_id))
     )
@@ -136,7 +137,7 @@ def unsent_keys_select(
         .from_(_aliased(ledger))
         .where(
             exp.and_(
-                _ledger_entry(ledger, model),
+                _ledger_entry(model),
                 col("status", "l").eq(lit(SENT)),
                 col("row_key", "l").eq(col(ROW_KEY, "m")),
             )
@@ -168,7 +169,7 @@ def candidates_select(
         exp.alias_(hash_of(model.unique_key), ROW_KEY, quoted=True),
         *(exp.alias_(col(name), f"c{i}", quoted=True) for i, name in enumerate(used)),
     ).from_(source)
-    on = exp.and_(_ledger_entry(ledger, model), col("row_key", "l").eq(col(ROW_KEY, "m")))
+    on = exp.and_(_ledger_entry(model), col("row_key", "l").eq(col(ROW_KEY, "m")))
     content = [f"c{used.index(name)}" for name in content_columns(model)]
     unsent: exp.Expr = exp.or_(
         col("row_key", "l").is_(exp.null()), col("status", "l").neq(lit(SENT))

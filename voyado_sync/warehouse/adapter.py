@@ -13,10 +13,10 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlglot import exp
 
@@ -37,6 +37,7 @@ DIALECTS = {
 _DBAPI_ADAPTERS = {"duckdb", "postgres", "redshift"}
 _LOCK_PID = re.compile(r"PID (\d+)")
 _log = logging.getLogger("voyado_sync")
+_T = TypeVar("_T")
 
 
 def default_profiles_dir(project_dir: Path) -> Path:
@@ -456,13 +457,17 @@ class DbtWarehouse:
 
     # -- the Warehouse protocol ---------------------------------------------------------------
 
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
+    def _with_memory(self, work: Callable[[], _T]) -> _T:
+        """Run ``work``; when DuckDB ran out of voyado-sync's default limit, raise it and retry."""
         while True:
             try:
-                return self._query(sql)
+                return work()
             except WarehouseError as exc:
                 if not self._more_memory(exc):
                     raise
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        return self._with_memory(lambda: self._query(sql))
 
     def _query(self, sql: str) -> list[tuple[Any, ...]]:
         try:
@@ -496,13 +501,7 @@ class DbtWarehouse:
             raise self._translate(exc, "write") from exc
 
     def execute_params(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        while True:
-            try:
-                self._execute_params(statements)
-                return
-            except WarehouseError as exc:
-                if not self._more_memory(exc):
-                    raise
+        self._with_memory(lambda: self._execute_params(statements))
 
     def _execute_params(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         if not statements:
