@@ -174,7 +174,8 @@ def fill_ledger(project: Project, db: Path, select: str) -> Any:
     from sqlglot import exp
 
     from voyado_sync import diff
-    from voyado_sync.engine import load_project, resolve_models
+    from voyado_sync.project import load_project, resolve_models
+    from voyado_sync.settings import RunOptions
     from voyado_sync.state import Ledger
     from voyado_sync.warehouse.adapter import DbtWarehouse
 
@@ -182,7 +183,7 @@ def fill_ledger(project: Project, db: Path, select: str) -> Any:
     wh = DbtWarehouse(project_dir=project.project_dir, profiles_dir=project.project_dir)
     try:
         model = resolve_models(
-            load_project(project.project_dir, target_path=None, select=[select]), wh
+            load_project(RunOptions(project_dir=project.project_dir, select=(select,))), wh
         )[0]
         ledger = Ledger(wh)
         ledger.ensure()
@@ -410,17 +411,20 @@ from pathlib import Path
 t = [time.perf_counter()]
 import voyado_sync.cli
 t.append(time.perf_counter())
-from voyado_sync.engine import RunOptions, load_project, open_warehouse, resolve_models
+from voyado_sync.settings import RunOptions
+from voyado_sync.project import load_project, open_warehouse, resolve_models
+import voyado_sync.sync
 t.append(time.perf_counter())
 project_dir = Path(sys.argv[1])
-project = load_project(project_dir, target_path=None, select=[sys.argv[2]])
+options = RunOptions(project_dir=project_dir, profiles_dir=project_dir, select=(sys.argv[2],))
+project = load_project(options)
 t.append(time.perf_counter())
-wh = open_warehouse(RunOptions(project_dir=project_dir, profiles_dir=project_dir))
+wh = open_warehouse(options)
 t.append(time.perf_counter())
 resolve_models(project, wh)
 t.append(time.perf_counter())
 wh.close()
-names = ["import voyado_sync.cli (click)", "import voyado_sync.engine (sqlglot, httpx, pydantic)",
+names = ["import voyado_sync.cli (click)", "import voyado_sync.sync (sqlglot, httpx, pydantic)",
          "read manifest + parse meta.voyado", "open warehouse (dbt imports, adapter, connect)",
          "resolve models (information_schema)"]
 print(json.dumps({n: round(b - a, 3) for n, a, b in zip(names, t, t[1:])}))
@@ -437,7 +441,7 @@ def _importtime(env: dict[str, str]) -> list[tuple[str, float]]:
     """Where the import time of ``voyado-sync run`` goes: self time summed per distribution's
     top-level package (dbt, mashumaro, sqlglot...), largest first."""
     code = (
-        "import voyado_sync.cli, voyado_sync.engine, voyado_sync.warehouse.adapter, "
+        "import voyado_sync.cli, voyado_sync.sync, voyado_sync.warehouse.adapter, "
         "dbt.adapters.factory, dbt.config.runtime, dbt.adapters.duckdb"
     )
     proc = subprocess.run(

@@ -21,7 +21,7 @@ import pytest
 
 from voyado_sync import FatalApiError, RetryableApiError
 from voyado_sync.emulator import Contact, EmulatorConfig, run_emulator_in_thread
-from voyado_sync.exceptions import ApiError
+from voyado_sync.exceptions import ApiError, RequestRefused
 from voyado_sync.voyado import (
     ContactAmbiguous,
     ContactFound,
@@ -515,7 +515,7 @@ def test_create_schema_refused_raises_with_status_and_code() -> None:
         async with make_client(handler) as client:
             await client.create_schema({"id": "s16"})
 
-    with pytest.raises(FatalApiError, match="TooManySchemas: max 15") as info:
+    with pytest.raises(RequestRefused, match="TooManySchemas: max 15") as info:
         run(scenario())
     assert info.value.status == 400 and info.value.error_code == "TooManySchemas"
 

@@ -22,8 +22,8 @@ from tests.projects import DB_ENV, BuiltProject, dbt_build
 from voyado_sync.cli import cli
 from voyado_sync.contacts import Normalised
 from voyado_sync.emulator import Contact, EmulatorHandle
-from voyado_sync.engine import Engine, RunOptions
 from voyado_sync.state import Delivery, Ledger
+from voyado_sync.sync import RunOptions, run
 from voyado_sync.voyado import VoyadoClient
 
 pytestmark = pytest.mark.slow
@@ -338,7 +338,7 @@ def test_ten_rows_of_one_email_make_one_lookup_across_pages(
         select=("same_email_events",),
         page_size=3,
     )
-    result = Engine(options).run()
+    result = run(options)
 
     model = result.models[0]
     assert (model.sent, model.lookups, model.lookups_cached) == (10, 1, 3)
@@ -459,7 +459,7 @@ def test_a_value_voyado_refuses_is_rejected_with_its_reason_and_code(
     # Voyado's rules can be stricter than the local check; let a bad value through to see
     # what happens when they are.
     monkeypatch.setattr(
-        "voyado_sync.engine.normalise",
+        "voyado_sync.sync.prepare.normalise",
         lambda key, raw, default_country=None: Normalised(str(raw).strip().lower()),
     )
 
@@ -530,7 +530,7 @@ def test_a_merged_contact_is_looked_up_again_once_and_the_row_goes_to_the_new_id
         select=("merge_events",),
         page_size=1,
     )
-    result = Engine(options).run()
+    result = run(options)
 
     model = result.models[0]
     assert result.exit_code == 0

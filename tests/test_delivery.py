@@ -22,8 +22,8 @@ import pytest
 
 from tests.projects import BIN, BuiltProject
 from voyado_sync.emulator import EmulatorHandle
-from voyado_sync.engine import Engine, RunOptions, SyncResult
 from voyado_sync.exceptions import LockError
+from voyado_sync.sync import RunOptions, SyncResult, run
 from voyado_sync.voyado import RetryPolicy
 
 pytestmark = pytest.mark.slow
@@ -58,7 +58,7 @@ def run_engine(project: BuiltProject, **overrides: Any) -> SyncResult:
     options = RunOptions(
         project_dir=project.project_dir, profiles_dir=project.project_dir, **settings
     )
-    return Engine(options).run()
+    return run(options)
 
 
 def ledger_status(db: str) -> dict[str, int]:

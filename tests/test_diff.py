@@ -12,6 +12,7 @@ import sqlglot
 
 from voyado_sync import diff
 from voyado_sync.spec import InteractionModel, Relation, parse_spec, resolve
+from voyado_sync.sqlexpr import ident
 from voyado_sync.state import _DDL
 
 LEDGER_SCHEMA = "voyado_sync"
@@ -58,7 +59,7 @@ def _model(
 def _source(
     con: duckdb.DuckDBPyConnection, model: InteractionModel, rows: list[tuple[Any, ...]]
 ) -> None:
-    cols = ", ".join(diff.ident(c).sql("duckdb") + " " + t for c, t in model.column_types.items())
+    cols = ", ".join(ident(c).sql("duckdb") + " " + t for c, t in model.column_types.items())
     con.execute("DROP TABLE IF EXISTS main.src")
     con.execute(f"CREATE TABLE main.src ({cols})")
     if rows:

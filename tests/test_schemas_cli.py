@@ -20,7 +20,8 @@ from click.testing import CliRunner, Result
 from tests.projects import BuiltProject
 from voyado_sync.cli import cli
 from voyado_sync.emulator import EmulatorHandle
-from voyado_sync.engine import RunOptions, load_project, open_warehouse, resolve_models
+from voyado_sync.project import load_project, open_warehouse, resolve_models
+from voyado_sync.settings import RunOptions
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +58,9 @@ def generated_body(project_dir: Path) -> dict[str, Any]:
 
 
 def _generate(project_dir: Path) -> dict[str, Any]:
-    project = load_project(project_dir, target_path=None, select=())
-    warehouse = open_warehouse(RunOptions(project_dir=project_dir, profiles_dir=project_dir))
+    options = RunOptions(project_dir=project_dir, profiles_dir=project_dir)
+    project = load_project(options)
+    warehouse = open_warehouse(options)
     try:
         (model,) = resolve_models(project, warehouse)
     finally:
@@ -392,7 +394,7 @@ def test_wrong_key_or_no_key_exits_2_and_never_prints_the_key(
     monkeypatch.delenv("VOYADO_API_KEY")
     result = cli_in(bulk.project_dir, "schemas", "diff", "--json")
     assert result.exit_code == 2
-    assert "VOYADO_API_KEY" in json.loads(result.stdout)["error"]
+    assert "VOYADO_API_KEY" in json.loads(result.stdout)["error"]["message"]
 
 
 def test_schemas_is_listed_in_help_and_has_four_commands() -> None:

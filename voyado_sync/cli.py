@@ -11,15 +11,20 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import click
 
-from voyado_sync import __version__
-from voyado_sync.exceptions import VoyadoSyncError
+from voyado_sync import __version__, settings
+from voyado_sync.exceptions import VoyadoSyncError, error_kind
+
+if TYPE_CHECKING:
+    from voyado_sync.settings import RunOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT_RUN = 0, 1, 2
@@ -65,26 +70,67 @@ def _project_options(func: F) -> F:
     return func
 
 
-N = TypeVar("N", int, float)
+def _options(
+    *,
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    **more: Any,
+) -> RunOptions:
+    from voyado_sync.settings import RunOptions
+
+    return RunOptions(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        target_path=target_path,
+        select=select,
+        **more,
+    )
 
 
-def _env_number(name: str, default: N, kind: type[N]) -> N:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise click.BadParameter(f"{name}={raw!r} is not a number") from None
+def _redacted(text: str) -> str:
+    key = os.environ.get(settings.ENV_API_KEY, "").strip()
+    return text.replace(key, "***") if len(key) >= 4 else text
 
 
-def _fail(exc: BaseException) -> None:
-    """The one error handler: the error tree to a message on stderr and exit code 2."""
-    if isinstance(exc, VoyadoSyncError):
-        click.echo(f"Error: {exc}", err=True)
-    else:
-        click.echo(f"Error: unexpected {type(exc).__name__}: {exc}", err=True)
+def _fail(exc: BaseException, *, as_json: bool = False) -> NoReturn:
+    """The one error handler of every command: a message on stderr (and the JSON error
+    envelope on stdout with --json), exit code 2. An error that is not one of voyado-sync's
+    own shows its traceback with VOYADO_SYNC_DEBUG=1."""
+    expected = isinstance(exc, VoyadoSyncError)
+    message = _redacted(str(exc) if expected else f"unexpected {type(exc).__name__}: {exc}")
+    if as_json:
+        envelope = {
+            "exit_code": EXIT_CANNOT_RUN,
+            "error": {"message": message, "kind": error_kind(exc)},
+        }
+        click.echo(json.dumps(envelope, indent=2))
+    click.echo(f"Error: {message}", err=True)
+    if not expected:
+        if settings.debug():
+            trace = "".join(traceback.format_exception(exc))
+            click.echo(_redacted(trace), err=True, nl=False)
+        else:
+            click.echo(
+                f"  (a bug in voyado-sync: set {settings.ENV_DEBUG}=1 to see the traceback, "
+                "and please report it)",
+                err=True,
+            )
     raise SystemExit(EXIT_CANNOT_RUN)
+
+
+@contextmanager
+def handled(*, as_json: bool = False) -> Iterator[None]:
+    """Every command's body runs inside this: errors go to :func:`_fail`."""
+    try:
+        yield
+    except (SystemExit, click.exceptions.Exit, click.ClickException, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        _fail(exc, as_json=as_json)
 
 
 class _LazyGroup(click.Group):
@@ -236,14 +282,20 @@ def _duration(seconds: float) -> str:
 @click.option(
     "--rate",
     type=float,
-    default=40.0,
+    default=settings.DEFAULT_RATE,
     show_default=True,
     help="Requests per second for this API key, all models together (Voyado: keep below 50).",
 )
-@click.option("--concurrency", type=int, default=8, show_default=True, help="Requests in flight.")
+@click.option(
+    "--concurrency",
+    type=int,
+    default=settings.DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Requests in flight.",
+)
 @click.option(
     "--state-schema",
-    default="voyado_sync",
+    default=settings.DEFAULT_STATE_SCHEMA,
     show_default=True,
     help="Warehouse schema of the ledger.",
 )
@@ -265,40 +317,28 @@ def run(
     retry_rejected: bool,
 ) -> None:
     """Send the rows not yet delivered of every selected model."""
-    from voyado_sync.engine import RunOptions
-    from voyado_sync.engine import run as run_sync
-    from voyado_sync.voyado import RetryPolicy
+    from voyado_sync.sync import run as run_sync
 
-    options = RunOptions(
-        retry=RetryPolicy(
-            max_attempts=_env_number("VOYADO_SYNC_MAX_ATTEMPTS", 8, int),
-            backoff_base=_env_number("VOYADO_SYNC_BACKOFF_BASE", 1.0, float),
-            backoff_max=_env_number("VOYADO_SYNC_BACKOFF_MAX", 60.0, float),
-        ),
-        project_dir=project_dir,
-        profiles_dir=profiles_dir,
-        target=target,
-        target_path=target_path,
-        select=select,
-        dry_run=dry_run,
-        state_schema=state_schema,
-        base_url=base_url,
-        rate=rate,
-        concurrency=concurrency,
-        retry_rejected=retry_rejected,
-    )
     progress = None if as_json else _Progress()
     try:
-        result = run_sync(options, progress=progress)
-    except Exception as exc:
+        with handled(as_json=as_json):
+            options = _options(
+                project_dir=project_dir,
+                profiles_dir=profiles_dir,
+                target=target,
+                target_path=target_path,
+                select=select,
+                dry_run=dry_run,
+                state_schema=state_schema,
+                base_url=base_url,
+                rate=rate,
+                concurrency=concurrency,
+                retry_rejected=retry_rejected,
+            )
+            result = run_sync(options, progress=progress)
+    finally:
         if progress is not None:
             progress.close()
-        if as_json:
-            click.echo(json.dumps({"error": str(exc), "exit_code": EXIT_CANNOT_RUN}))
-        _fail(exc)
-        return
-    if progress is not None:
-        progress.close()
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, default=str))
     else:
@@ -376,29 +416,28 @@ def validate(
     """Check every meta.voyado block against Voyado's rules and the built models. Offline."""
     from voyado_sync.validate import validate_project
 
-    try:
+    with handled(as_json=as_json):
         report = validate_project(
-            project_dir=project_dir,
-            profiles_dir=profiles_dir,
-            target=target,
-            target_path=target_path,
-            select=select,
+            _options(
+                project_dir=project_dir,
+                profiles_dir=profiles_dir,
+                target=target,
+                target_path=target_path,
+                select=select,
+            )
         )
-    except VoyadoSyncError as exc:
-        _fail(exc)
-        return
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        click.echo(json.dumps({"exit_code": report.exit_code, **report.as_dict()}, indent=2))
     else:
         for line in report.lines():
             click.echo(line)
-    raise SystemExit(EXIT_PROBLEMS if report.problems else EXIT_OK)
+    raise SystemExit(report.exit_code)
 
 
 @cli.command()
 @_project_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@click.option("--state-schema", default="voyado_sync", show_default=True)
+@click.option("--state-schema", default=settings.DEFAULT_STATE_SCHEMA, show_default=True)
 def rejected(
     project_dir: Path,
     profiles_dir: Path | None,
@@ -409,20 +448,30 @@ def rejected(
     state_schema: str,
 ) -> None:
     """List rejected, failed and waiting rows with their reasons (from the ledger)."""
+    from voyado_sync.project import load_manifest_of, open_warehouse, select_nodes
     from voyado_sync.state import Ledger
-    from voyado_sync.warehouse.adapter import DbtWarehouse
 
-    try:
-        warehouse = DbtWarehouse(project_dir=project_dir, profiles_dir=profiles_dir, target=target)
+    with handled(as_json=as_json):
+        options = _options(
+            project_dir=project_dir,
+            profiles_dir=profiles_dir,
+            target=target,
+            target_path=target_path,
+            select=select,
+            state_schema=state_schema,
+        )
+        # The same selection as every other command (tag:, several names, ...).
+        models = (
+            [n.name for n in select_nodes(load_manifest_of(options), options)]
+            if options.select or options.exclude
+            else []
+        )
+        warehouse = open_warehouse(options)
         try:
             ledger = Ledger(warehouse, schema=state_schema)
-            models = [t for s in select for t in s.replace(",", " ").split()]
             rows = ledger.problems(models) if ledger.exists() else []
         finally:
             warehouse.close()
-    except VoyadoSyncError as exc:
-        _fail(exc)
-        return
     items = [
         {
             "model": r.model,
@@ -438,7 +487,7 @@ def rejected(
         for r in rows
     ]
     if as_json:
-        click.echo(json.dumps({"rows": items}, indent=2))
+        click.echo(json.dumps({"exit_code": EXIT_OK, "error": None, "rows": items}, indent=2))
         return
     if not items:
         click.echo("No rejected or failed rows.")

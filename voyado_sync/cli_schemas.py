@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from voyado_sync.cli import EXIT_CANNOT_RUN, _env_number, _fail, _project_options
+from voyado_sync import settings
+from voyado_sync.cli import _fail, _project_options
+from voyado_sync.cli import _options as _project_run_options
 
 if TYPE_CHECKING:
-    from voyado_sync.engine import RunOptions
     from voyado_sync.schema_ops import DiffReport, PushPlan, PushResult, SchemaDiff, SchemaList
+    from voyado_sync.settings import RunOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,7 +40,7 @@ def _voyado_options(func: F) -> F:
 def _state_schema(func: F) -> F:
     return click.option(
         "--state-schema",
-        default="voyado_sync",
+        default=settings.DEFAULT_STATE_SCHEMA,
         show_default=True,
         help="Warehouse schema of the ledger (to count interactions sent by voyado-sync).",
     )(func)
@@ -52,13 +54,11 @@ def _options(
     target_path: str | None,
     select: tuple[str, ...],
     base_url: str | None,
-    state_schema: str = "voyado_sync",
+    state_schema: str = settings.DEFAULT_STATE_SCHEMA,
 ) -> RunOptions:
-    from voyado_sync.engine import RunOptions
-    from voyado_sync.voyado import RetryPolicy
-
-    # An interactive command: give up sooner than a scheduled run would.
-    return RunOptions(
+    # An interactive command: the schema operations give up sooner than a scheduled run would
+    # (settings.INTERACTIVE_RETRY, applied where the client is made).
+    return _project_run_options(
         project_dir=project_dir,
         profiles_dir=profiles_dir,
         target=target,
@@ -66,19 +66,11 @@ def _options(
         select=select,
         base_url=base_url,
         state_schema=state_schema,
-        concurrency=4,
-        retry=RetryPolicy(
-            max_attempts=_env_number("VOYADO_SYNC_MAX_ATTEMPTS", 4, int),
-            backoff_base=_env_number("VOYADO_SYNC_BACKOFF_BASE", 1.0, float),
-            backoff_max=_env_number("VOYADO_SYNC_BACKOFF_MAX", 10.0, float),
-        ),
     )
 
 
 def _cannot_run(exc: BaseException, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps({"error": str(exc), "exit_code": EXIT_CANNOT_RUN}))
-    _fail(exc)
+    _fail(exc, as_json=as_json)
 
 
 def _stdin_is_interactive() -> bool:

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from sqlglot import exp
 
 from voyado_sync.spec import InteractionModel
+from voyado_sync.sqlexpr import col, lit, table
+from voyado_sync.state import RETRYABLE, Status
 
 ROW_KEY = "__vs_row_key"
 CONTENT_HASH = "__vs_content_hash"
@@ -36,33 +38,12 @@ GROUP_HASH = "__vs_group_hash"
 SEQ = "__vs_seq"
 NULL_TOKEN = "\\N"
 
-# Ledger statuses.
-IN_FLIGHT = "in_flight"
-SENT = "sent"
-REJECTED = "rejected"
-FAILED = "failed"
-CONTACT_NOT_FOUND = "contact_not_found"
-RETRYABLE = (FAILED, CONTACT_NOT_FOUND)
-
-
-def ident(name: str) -> exp.Identifier:
-    return exp.to_identifier(name, quoted=True)
-
-
-def col(name: str, table: str | None = None) -> exp.Column:
-    return exp.Column(this=ident(name), table=ident(table) if table else None)
-
-
-def table(name: str, schema: str | None = None, database: str | None = None) -> exp.Table:
-    return exp.Table(
-        this=ident(name),
-        db=ident(schema) if schema else None,
-        catalog=ident(database) if database else None,
-    )
-
-
-def lit(value: str) -> exp.Literal:
-    return exp.Literal.string(value)
+# The ledger's statuses, for the tests and SQL that read them.
+IN_FLIGHT = Status.IN_FLIGHT
+SENT = Status.SENT
+REJECTED = Status.REJECTED
+FAILED = Status.FAILED
+CONTACT_NOT_FOUND = Status.CONTACT_NOT_FOUND
 
 
 def _escaped(value: exp.Expr) -> exp.Expr:
@@ -245,7 +226,7 @@ def pending_select(
     ).from_(candidates)
     retry_condition: exp.Expr = exp.or_(
         col(PREV_STATUS).is_(exp.null()),
-        col(PREV_STATUS).isin(*(lit(s) for s in RETRYABLE)),
+        col(PREV_STATUS).isin(*(lit(s.value) for s in RETRYABLE)),
         exp.and_(
             col(PREV_STATUS).eq(lit(REJECTED)),
             exp.true() if retry_rejected else col(PREV_HASH).neq(col(GROUP_HASH)),

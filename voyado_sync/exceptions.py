@@ -1,19 +1,22 @@
-"""The one error tree of voyado-sync, grouped by what the caller does next.
+"""The one error tree of voyado-sync, one class per way the caller recovers.
 
 ::
 
     VoyadoSyncError                 base class; never raised directly
-    ├── ConfigError                 meta.voyado, options or environment are wrong (exit 2)
-    ├── ManifestError               target/manifest.json is missing or unreadable (exit 2)
+    ├── ConfigError                 meta.voyado, options or environment are wrong: fix them (exit 2)
+    ├── ManifestError               target/manifest.json missing or unreadable: dbt build (exit 2)
     ├── WarehouseError              the warehouse could not be reached or a query failed (exit 2)
     ├── StateError                  the ledger is unusable (exit 2)
-    │   └── LockError               another run holds the ledger's lock (exit 2)
+    │   └── LockError               another run holds the ledger's lock: wait for it (exit 2)
+    ├── SchemaRefused               voyado-sync refused a schema change to protect data (exit 2)
     └── ApiError                    Voyado answered in a way the caller must handle
-        ├── RetryableApiError       429, 502/503/504, network trouble: wait and try again
-        └── FatalApiError           401/403 and the like: stop the whole run at once (exit 2)
+        ├── RetryableApiError       429, 502/503/504, network trouble: try again later
+        ├── RequestRefused          Voyado refused one request for good (a 4xx on a schema
+        │                           create or delete): fix that schema; other work goes on
+        └── FatalApiError           401/403/redirect: no request can succeed; stop the run (exit 2)
 
 ``RowRejected`` is not an error of the run: it marks one row as not sendable (bad payload,
-permanent 4xx) and the run goes on.
+NULL key) and the run goes on with the next row.
 
 Messages never contain the API key.
 """
@@ -76,6 +79,13 @@ class LockError(StateError):
     """Another voyado-sync run holds the ledger: only one run at a time may write it."""
 
 
+class SchemaRefused(VoyadoSyncError):
+    """A schema operation was refused to protect the interactions stored in Voyado.
+
+    Nothing was changed in Voyado. The message names the schema id and what to do instead.
+    """
+
+
 class ApiError(VoyadoSyncError):
     """Voyado answered with an error. ``status`` is the HTTP status (None: no answer)."""
 
@@ -97,8 +107,14 @@ class RetryableApiError(ApiError):
     """A transient answer (429, 502/503/504, network): the same request may succeed later."""
 
 
+class RequestRefused(ApiError):
+    """Voyado refused one request permanently (a 4xx other than 401/403), such as creating a
+    schema that breaks one of its rules or limits. Only the work that needed it stops."""
+
+
 class FatalApiError(ApiError):
-    """An answer that makes every further request pointless (401 wrong key, 403 no access)."""
+    """An answer that makes every further request pointless (401 wrong key, 403 no access,
+    a redirect away from the API): the whole run stops."""
 
 
 class RowRejected(VoyadoSyncError):
@@ -108,3 +124,8 @@ class RowRejected(VoyadoSyncError):
         self.reason = reason
         self.error_code = error_code
         super().__init__(reason)
+
+
+def error_kind(exc: BaseException) -> str:
+    """The class name a ``--json`` error envelope reports as ``kind``."""
+    return type(exc).__name__ if isinstance(exc, VoyadoSyncError) else "UnexpectedError"

@@ -21,19 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from sqlglot import exp
-
-from voyado_sync.config import VoyadoConnection, connection_from_env
-from voyado_sync.diff import SENT, col, lit
-from voyado_sync.engine import RunOptions, load_project, open_warehouse, resolve_models
-from voyado_sync.exceptions import ApiError, VoyadoSyncError
-from voyado_sync.manifest import Manifest, load_manifest, manifest_path
+from voyado_sync.exceptions import ApiError, SchemaRefused, VoyadoSyncError
+from voyado_sync.manifest import Manifest
+from voyado_sync.project import load_manifest_of, open_warehouse, opened, select_nodes
 from voyado_sync.schemas import COMPATIBLE, INCOMPATIBLE, NEW_ID, Change, diff_schemas
+from voyado_sync.settings import (
+    INTERACTIVE_CONCURRENCY,
+    RunOptions,
+    VoyadoConnection,
+    connection_from_env,
+)
 from voyado_sync.spec import MAX_SCHEMAS, InteractionModel
 from voyado_sync.state import Ledger
 from voyado_sync.voyado import VoyadoClient
@@ -64,13 +65,6 @@ DiffStatus = Literal["match", "differs", "absent"]
 PushAction = Literal["create", "recreate", "unchanged", "refused"]
 OutcomeStatus = Literal["created", "recreated", "unchanged", "refused", "failed"]
 _VERSION_SUFFIX = re.compile(r"^(?P<base>.+)-v(?P<n>\d+)$")
-
-
-class SchemaRefused(VoyadoSyncError):
-    """A schema operation was refused to protect the interactions stored in Voyado (exit 2).
-
-    Nothing was changed in Voyado. The message names the schema id and what to do instead.
-    """
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -372,11 +366,11 @@ def list_project_schemas(options: RunOptions) -> SchemaList:
     selected models declare are listed; "unused" always means no model of the project uses it.
     """
     connection = connection_from_env(options.base_url)
-    manifest = load_manifest(manifest_path(options.project_dir, options.target_path))
+    manifest = load_manifest_of(options)
     usage, warnings = _usage(manifest)
     selected: set[str] | None = None
-    if options.select:
-        names = {n.name for n in manifest.select(options.select)}
+    if options.select or options.exclude:
+        names = {n.name for n in select_nodes(manifest, options)}
         selected = {sid for sid, models in usage.items() if names & set(models)}
 
     async def fetch(client: VoyadoClient) -> list[tuple[str, str, dict[str, Any] | None]]:
@@ -436,7 +430,7 @@ def _property_count(body: Mapping[str, Any] | None) -> int | None:
 def diff_project(options: RunOptions) -> DiffReport:
     """Compare every selected model's generated schema with Voyado's. GET requests only."""
     connection = connection_from_env(options.base_url)
-    with _resolved(options) as (models, _):
+    with opened(options) as (models, _):
         return _diff(connection, options, models)
 
 
@@ -507,7 +501,7 @@ def plan_push(options: RunOptions, *, recreate: bool = False) -> PushPlan:
     counts every schema already in Voyado plus those the push would create.
     """
     connection = connection_from_env(options.base_url)
-    with _resolved(options) as (models, warehouse):
+    with opened(options) as (models, warehouse):
         report = _diff(connection, options, models)
         by_id: dict[str, list[SchemaDiff]] = {}
         for d in report.diffs:
@@ -667,7 +661,7 @@ def plan_delete(options: RunOptions, schema_id: str) -> DeletePlan:
     voyado_ids, body = _with_client(connection, options, fetch)
     models: tuple[str, ...] = ()
     try:
-        usage, _ = _usage(load_manifest(manifest_path(options.project_dir, options.target_path)))
+        usage, _ = _usage(load_manifest_of(options))
         models = tuple(usage.get(schema_id, ()))
     except VoyadoSyncError:
         pass
@@ -719,39 +713,14 @@ def delete_schema(plan: DeletePlan, options: RunOptions, *, confirm: str | None)
 # -- shared -----------------------------------------------------------------------------------
 
 
-@contextmanager
-def _resolved(options: RunOptions) -> Iterator[tuple[list[InteractionModel], Warehouse]]:
-    project = load_project(
-        options.project_dir, target_path=options.target_path, select=options.select
-    )
-    warehouse = open_warehouse(options)
-    try:
-        yield resolve_models(project, warehouse), warehouse
-    finally:
-        warehouse.close()
-
-
 def _impact(
     warehouse: Warehouse, state_schema: str, schema_id: str, models: Iterable[str]
 ) -> DeletionImpact:
     try:
-        sent = _sent_count(warehouse, state_schema, schema_id)
+        sent = Ledger(warehouse, schema=state_schema).sent_count(schema_id)
     except VoyadoSyncError as exc:
         return DeletionImpact(schema_id, None, _first_line(exc), tuple(models))
     return DeletionImpact(schema_id, sent, "", tuple(models))
-
-
-def _sent_count(warehouse: Warehouse, state_schema: str, schema_id: str) -> int:
-    ledger = Ledger(warehouse, schema=state_schema)
-    if not ledger.exists():
-        return 0
-    query = (
-        exp.select(exp.Count(this=exp.Star()))
-        .from_(ledger.table("deliveries"))
-        .where(exp.and_(col("schema_id").eq(lit(schema_id)), col("status").eq(lit(SENT))))
-    )
-    rows = warehouse.query(query.sql(dialect=warehouse.dialect))
-    return int(rows[0][0]) if rows else 0
 
 
 def _first_line(exc: BaseException) -> str:
@@ -768,9 +737,9 @@ def _with_client(
             base_url=connection.base_url,
             api_key=connection.api_key.get_secret_value(),
             rate=options.rate,
-            concurrency=options.concurrency,
+            concurrency=min(options.concurrency, INTERACTIVE_CONCURRENCY),
             timeout=options.timeout,
-            retry=options.retry,
+            retry=options.retry_policy(interactive=True),
         )
         async with client:
             return await work(client)

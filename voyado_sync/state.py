@@ -1,39 +1,78 @@
-"""The delivery ledger, run history and run lock, kept in the warehouse next to the models.
+r"""The ledger: deliveries, run history, run lock and contact cache, kept in the warehouse.
 
-One ledger row per (model, schema_id, row key). A row moves through::
+Every statement on the ledger's tables and every status lives in this module. One ledger row
+per (model, schema_id, row key); its status changes only through the named transitions of
+:class:`Delivery`::
 
-    (absent) -> in_flight -> sent | rejected | failed | contact_not_found
-    failed / contact_not_found -> in_flight (next run)
-    rejected -> in_flight (content changed, or --retry-rejected)
-    in_flight (left by a crash) -> sent (found in Voyado) | failed (absent: resent this run)
+    (absent) --journaled--> in_flight --sent--> sent
+                               |  \--rejected--> rejected
+                               |  \--failed----> failed
+                               |  \--waiting_for_contact--> contact_not_found
+                               \--unknown--> in_flight (no answer: the next run looks it up)
+    failed / contact_not_found --> journaled again on the next run
+    rejected --> journaled again when its content changed, or with --retry-rejected
+    in_flight (left by a crash) --found--> sent | --absent--> failed (resent in that run)
 
-``in_flight`` is written and committed *before* the request leaves, and ``sent`` only from
-Voyado's answer: a crash at any moment leaves either a row Voyado never saw (absent or failed)
-or an in-flight row the next run reconciles by looking it up in Voyado.
+Rows that never leave (a NULL key, a contact that cannot be found) go from absent straight to
+rejected or contact_not_found. ``in_flight`` is written and committed *before* the request
+leaves, and ``sent`` only from Voyado's answer: a crash at any moment leaves either a row Voyado
+never saw (absent or failed) or an in-flight row the next run reconciles by looking it up.
 
 Timestamps are ISO 8601 UTC strings, so the tables are the same on every warehouse.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import sqlglot
 from sqlglot import exp
 
-from voyado_sync.diff import IN_FLIGHT, col, ident, lit, table
 from voyado_sync.exceptions import LockError, StateError, WarehouseError
-from voyado_sync.warehouse.base import Warehouse
+from voyado_sync.sqlexpr import col, ident, lit, literal, table
+
+if TYPE_CHECKING:
+    from voyado_sync.warehouse.base import Warehouse
 
 LEDGER_VERSION = 1
 DEFAULT_SCHEMA = "voyado_sync"
+
+
+class Status(StrEnum):
+    """Where a model row stands with Voyado (the ``status`` column of ``deliveries``)."""
+
+    IN_FLIGHT = "in_flight"
+    """Journaled before its request left; the outcome is not known yet."""
+    SENT = "sent"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    """Not stored in Voyado; sent again on the next run."""
+    CONTACT_NOT_FOUND = "contact_not_found"
+    """Waiting for its contact to exist in Voyado; looked up again on later runs."""
+
+
+class RunStatus(StrEnum):
+    """The ``status`` column of ``runs``."""
+
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+#: Statuses whose rows are sent again on the next run without any change.
+RETRYABLE = (Status.FAILED, Status.CONTACT_NOT_FOUND)
+#: Statuses ``voyado-sync rejected`` lists.
+PROBLEMS = (Status.REJECTED, Status.FAILED, Status.CONTACT_NOT_FOUND, Status.IN_FLIGHT)
 STALE_LOCK_SECONDS = 15 * 60
 
 _DDL = {
@@ -92,8 +131,25 @@ def new_run_id() -> str:
 
 
 @dataclass(frozen=True)
+class RowRef:
+    """Which ledger row: one model row's identity and the content it had when seen."""
+
+    model: str
+    schema_id: str
+    row_key: str
+    row_key_display: str
+    content_hash: str
+    #: When the ledger first saw this key; None for a row it has never held.
+    first_seen_at: str | None
+
+
+@dataclass(frozen=True)
 class Delivery:
-    """One ledger row: the last known state of one model row in Voyado."""
+    """One ledger row: the last known state of one model row in Voyado.
+
+    Build one with :meth:`journaled` (a request about to leave) or :meth:`of` (a row settled
+    without a request), and move it on with the transitions, which return a new value.
+    """
 
     model: str
     schema_id: str
@@ -115,15 +171,101 @@ class Delivery:
     def body(self) -> dict[str, Any] | None:
         return json.loads(self.request_body) if self.request_body else None
 
+    # -- constructors ----------------------------------------------------------------------
 
-def _literal(value: object) -> exp.Expression:
-    if value is None:
-        return exp.null()
-    if isinstance(value, bool):
-        return exp.true() if value else exp.false()
-    if isinstance(value, int):
-        return exp.Literal.number(value)
-    return exp.Literal.string(str(value))
+    @classmethod
+    def of(cls, ref: RowRef, *, run_id: str, now: str) -> Delivery:
+        """A row as this run first handles it (absent from Voyado); settle it with a
+        transition before writing it."""
+        return cls(
+            model=ref.model,
+            schema_id=ref.schema_id,
+            row_key=ref.row_key,
+            row_key_display=ref.row_key_display,
+            content_hash=ref.content_hash,
+            status=Status.IN_FLIGHT,
+            run_id=run_id,
+            first_seen_at=ref.first_seen_at or now,
+            updated_at=now,
+        )
+
+    @classmethod
+    def journaled(cls, ref: RowRef, body: Mapping[str, Any], *, run_id: str, now: str) -> Delivery:
+        """In flight with the exact request body, written before the request leaves."""
+        return dataclasses.replace(
+            cls.of(ref, run_id=run_id, now=now),
+            contact_id=str(body["contactId"]),
+            created_date=str(body.get("createdDate")),
+            request_body=json.dumps(body, separators=(",", ":")),
+        )
+
+    # -- transitions -----------------------------------------------------------------------
+
+    def sent(self, interaction_id: str, *, now: str, reason: str | None = None) -> Delivery:
+        """Voyado stored it (its answer, or found in Voyado after an unknown outcome)."""
+        return self._to(
+            Status.SENT, now, interaction_id=interaction_id, request_body=None, reason=reason
+        )
+
+    def rejected(
+        self,
+        reason: str,
+        *,
+        now: str,
+        http_status: int | None = None,
+        error_code: str | None = None,
+    ) -> Delivery:
+        """It cannot be sent as it is; tried again when its content changes."""
+        return self._to(
+            Status.REJECTED,
+            now,
+            reason=reason,
+            http_status=http_status,
+            error_code=error_code,
+            request_body=None,
+        )
+
+    def failed(
+        self,
+        reason: str,
+        *,
+        now: str,
+        http_status: int | None = None,
+        error_code: str | None = None,
+    ) -> Delivery:
+        """Known not to be stored in Voyado: sent again on the next run."""
+        return self._to(
+            Status.FAILED, now, reason=reason, http_status=http_status, error_code=error_code
+        )
+
+    def waiting_for_contact(
+        self, reason: str, *, now: str, http_status: int | None = 404
+    ) -> Delivery:
+        """Its contact does not exist in Voyado yet: looked up again on later runs."""
+        return self._to(
+            Status.CONTACT_NOT_FOUND,
+            now,
+            reason=reason,
+            http_status=http_status,
+            error_code="ContactNotFound",
+        )
+
+    def unknown(
+        self,
+        reason: str,
+        *,
+        now: str,
+        http_status: int | None = None,
+        error_code: str | None = None,
+    ) -> Delivery:
+        """The request left but no answer says whether Voyado stored it: stays in flight,
+        with its body, so that a later run looks it up before anything is sent again."""
+        return self._to(
+            Status.IN_FLIGHT, now, reason=reason, http_status=http_status, error_code=error_code
+        )
+
+    def _to(self, status: Status, now: str, **changes: Any) -> Delivery:
+        return dataclasses.replace(self, status=status, updated_at=now, **changes)
 
 
 def _keys_by_target(deliveries: Sequence[Delivery]) -> dict[tuple[str, str], list[str]]:
@@ -284,7 +426,7 @@ class Ledger:
         values = {
             "run_id": run_id,
             "started_at": utc_now(),
-            "status": "running",
+            "status": RunStatus.RUNNING,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "version": version,
@@ -293,7 +435,7 @@ class Ledger:
         self.warehouse.execute(
             self._sql(
                 exp.insert(
-                    exp.values([tuple(_literal(v) for v in values.values())]),
+                    exp.values([tuple(literal(v) for v in values.values())]),
                     self.table("runs"),
                     columns=list(values),
                 )
@@ -301,7 +443,7 @@ class Ledger:
         )
 
     def finish_run(
-        self, run_id: str, *, status: str, counts: dict[str, int], message: str = ""
+        self, run_id: str, *, status: RunStatus, counts: Mapping[str, int], message: str = ""
     ) -> None:
         changes: dict[str, Any] = {
             "finished_at": lit(utc_now()),
@@ -331,7 +473,7 @@ class Ledger:
                 col("row_key").isin(*(lit(k) for k in keys)),
             )
             statements.append(self._sql(exp.delete(self.table("deliveries"), where=where)))
-        rows = [tuple(_literal(getattr(d, c)) for c in DELIVERY_COLUMNS) for d in deliveries]
+        rows = [tuple(literal(getattr(d, c)) for c in DELIVERY_COLUMNS) for d in deliveries]
         statements.append(
             self._sql(
                 exp.insert(
@@ -393,7 +535,7 @@ class Ledger:
             exp.and_(
                 col("model").eq(lit(model)),
                 col("schema_id").eq(lit(schema_id)),
-                col("status").eq(lit(IN_FLIGHT)),
+                col("status").eq(lit(Status.IN_FLIGHT)),
             )
         )
 
@@ -407,7 +549,7 @@ class Ledger:
             .where(
                 exp.and_(
                     col("schema_id").eq(lit(schema_id)),
-                    col("status").eq(lit("sent")),
+                    col("status").eq(lit(Status.SENT)),
                     col("contact_id").isin(*(lit(c) for c in contact_ids)),
                 )
             )
@@ -416,9 +558,62 @@ class Ledger:
 
     def problems(self, models: Sequence[str] = ()) -> list[Delivery]:
         """Rejected, failed and waiting rows, for ``voyado-sync rejected``."""
-        where: exp.Expr = col("status").isin(
-            lit("rejected"), lit("failed"), lit("contact_not_found"), lit(IN_FLIGHT)
-        )
+        where: exp.Expr = col("status").isin(*(lit(s) for s in PROBLEMS))
         if models:
             where = exp.and_(where, col("model").isin(*(lit(m) for m in models)))
         return self._select(where, order=("model", "row_key_display"))
+
+    def sent_count(self, schema_id: str) -> int:
+        """How many rows voyado-sync holds as stored in Voyado under ``schema_id``."""
+        if not self.exists():
+            return 0
+        query = (
+            exp.select(exp.Count(this=exp.Star()))
+            .from_(self.table("deliveries"))
+            .where(
+                exp.and_(col("schema_id").eq(lit(schema_id)), col("status").eq(lit(Status.SENT)))
+            )
+        )
+        rows = self.warehouse.query(self._sql(query))
+        return int(rows[0][0]) if rows else 0
+
+    # -- the contact cache ---------------------------------------------------------------------
+
+    def cached_contacts(self, key: str, values: Sequence[str]) -> dict[str, str]:
+        """Resolved contactIds of these identifiers (of contact key ``key``), where cached."""
+        if not values:
+            return {}
+        query = (
+            exp.select("key_value", "contact_id")
+            .from_(self.table("contacts"))
+            .where(self._contacts_where(key, values))
+        )
+        return {str(v): str(c) for v, c in self.warehouse.query(self._sql(query))}
+
+    def cache_contacts(self, key: str, resolved: Mapping[str, str]) -> None:
+        """Remember identifier -> contactId, replacing what was cached for them."""
+        if not resolved:
+            return
+        contacts = self.table("contacts")
+        now = utc_now()
+        rows = [(lit(key), lit(v), lit(c), lit(now)) for v, c in resolved.items()]
+        self.warehouse.execute_many(
+            [
+                self._sql(exp.delete(contacts, where=self._contacts_where(key, list(resolved)))),
+                self._sql(exp.insert(exp.values(rows), contacts)),
+            ]
+        )
+
+    def forget_contacts(self, key: str, values: Sequence[str]) -> None:
+        """Drop cached ids Voyado no longer knows (the contact was merged or deleted)."""
+        if not values:
+            return
+        self.warehouse.execute(
+            self._sql(exp.delete(self.table("contacts"), where=self._contacts_where(key, values)))
+        )
+
+    @staticmethod
+    def _contacts_where(key: str, values: Sequence[str]) -> exp.Expr:
+        return exp.and_(
+            col("key_type").eq(lit(key)), col("key_value").isin(*(lit(v) for v in values))
+        )

@@ -7,12 +7,13 @@ file always can) and fall back to the column types declared in dbt YAML otherwis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from voyado_sync.exceptions import ConfigError, ConfigProblem, VoyadoSyncError
-from voyado_sync.manifest import load_manifest, manifest_path
+from voyado_sync.project import load_manifest_of, open_warehouse, select_nodes
+from voyado_sync.settings import RunOptions
 from voyado_sync.spec import VoyadoSpec, check_project_rules, parse_spec, resolve
+from voyado_sync.warehouse.base import Warehouse
 
 
 @dataclass
@@ -23,6 +24,10 @@ class ValidationReport:
     problems: list[ConfigProblem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     columns_from: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.problems else 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,16 +50,10 @@ class ValidationReport:
         return out
 
 
-def validate_project(
-    *,
-    project_dir: Path,
-    profiles_dir: Path | None,
-    target: str | None,
-    target_path: str | None,
-    select: tuple[str, ...],
-) -> ValidationReport:
-    manifest = load_manifest(manifest_path(project_dir, target_path))
-    nodes = manifest.select(select)
+def validate_project(options: RunOptions) -> ValidationReport:
+    """Check the selected models' meta.voyado; problems are collected, never raised."""
+    manifest = load_manifest_of(options)
+    nodes = select_nodes(manifest, options)
     report = ValidationReport(models=[n.name for n in nodes])
     specs: dict[str, VoyadoSpec] = {}
     for node in nodes:
@@ -74,11 +73,9 @@ def validate_project(
             continue
     report.problems.extend(check_project_rules(everything))
 
-    warehouse = None
+    warehouse: Warehouse | None = None
     try:
-        from voyado_sync.warehouse.adapter import DbtWarehouse
-
-        warehouse = DbtWarehouse(project_dir=project_dir, profiles_dir=profiles_dir, target=target)
+        warehouse = open_warehouse(options)
         report.columns_from = warehouse.description
     except VoyadoSyncError as exc:
         report.warnings.append(

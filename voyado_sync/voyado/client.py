@@ -31,7 +31,7 @@ from urllib.parse import quote
 import httpx
 
 from voyado_sync import __version__
-from voyado_sync.exceptions import ApiError, FatalApiError, RetryableApiError
+from voyado_sync.exceptions import ApiError, FatalApiError, RequestRefused, RetryableApiError
 from voyado_sync.voyado.models import (
     ContactAmbiguous,
     ContactFound,
@@ -264,7 +264,7 @@ class VoyadoClient:
     async def create_schema(self, body: dict[str, Any]) -> None:
         """Create an interaction schema (``{"id", "displayName", "jsonSchema"}``).
 
-        Any 2xx is success. A 4xx raises ``FatalApiError`` carrying Voyado's status and error
+        Any 2xx is success. A 4xx raises ``RequestRefused`` carrying Voyado's status and error
         code (the schema breaks a rule or a limit: fix the model's meta and rerun). When the
         outcome is unknown (5xx, timeout) the schema is looked up before sending again, so a
         create that did land is not reported as a failure.
@@ -302,7 +302,7 @@ class VoyadoClient:
                 self.stats.retries += 1
                 continue
             info = self._error_info(resp)
-            raise FatalApiError(
+            raise RequestRefused(
                 f"Voyado refused to {what} ({_describe(status, info)})",
                 status=status,
                 error_code=info.code,
@@ -319,7 +319,7 @@ class VoyadoClient:
         if resp.status_code == 404 or 200 <= resp.status_code < 300:
             return
         info = self._error_info(resp)
-        raise FatalApiError(
+        raise RequestRefused(
             f"Voyado refused to {what} ({_describe(resp.status_code, info)})",
             status=resp.status_code,
             error_code=info.code,

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from sqlglot import exp
 
+from voyado_sync import settings
 from voyado_sync.exceptions import ConfigError, WarehouseError
 from voyado_sync.spec import Relation
 
@@ -40,24 +41,12 @@ _log = logging.getLogger("voyado_sync")
 _T = TypeVar("_T")
 
 
-def default_profiles_dir(project_dir: Path) -> Path:
-    """Where dbt looks for profiles.yml: $DBT_PROFILES_DIR, the current directory, ~/.dbt."""
-    env = os.environ.get("DBT_PROFILES_DIR")
-    if env:
-        return Path(env)
-    if (Path.cwd() / "profiles.yml").exists():
-        return Path.cwd()
-    if (project_dir / "profiles.yml").exists():
-        return project_dir
-    return Path.home() / ".dbt"
-
-
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:500] or type(exc).__name__
 
 
-MEMORY_LIMIT_ENV = "VOYADO_SYNC_DUCKDB_MEMORY_LIMIT"
+MEMORY_LIMIT_ENV = settings.ENV_DUCKDB_MEMORY_LIMIT
 DEFAULT_DUCKDB_MEMORY_LIMIT = "128MB"
 # What a join of keys alone may use under the default (see DbtWarehouse.keys_join): its hash
 # table holds one narrow column per sent row and is freed when the statement ends.
@@ -88,7 +77,7 @@ def direct_duckdb_output(
     other keys, other adapters, a file it cannot read) falls back to dbt, which reports errors
     in its own words. ``VOYADO_SYNC_OPEN_WITH_DBT=1`` forces dbt.
     """
-    if os.environ.get("VOYADO_SYNC_OPEN_WITH_DBT", "").strip() not in ("", "0"):
+    if settings.open_with_dbt():
         return None
     try:
         import yaml  # type: ignore[import-untyped]  # installed with dbt-core
@@ -183,7 +172,9 @@ class DbtWarehouse:
         profile: str | None = None,
     ) -> None:
         self.project_dir = project_dir.resolve()
-        self.profiles_dir = (profiles_dir or default_profiles_dir(self.project_dir)).resolve()
+        self.profiles_dir = (
+            profiles_dir or settings.default_profiles_dir(self.project_dir)
+        ).resolve()
         self._adapter: Any = None
         # DuckDB's memory limit in force (None: DuckDB's default or not DuckDB), and the
         # higher limits still to try when voyado-sync chose it.
@@ -306,13 +297,13 @@ class DbtWarehouse:
             ) from exc
         self._limit_duckdb_memory({**config, **settings})
 
-    def _limit_duckdb_memory(self, settings: dict[str, Any]) -> None:
+    def _limit_duckdb_memory(self, profile: dict[str, Any]) -> None:
         """Cap DuckDB's buffer pool unless the profile does: its default is 80% of RAM, which
         staging a large diff fills and keeps for the whole run."""
-        if "memory_limit" in settings or "max_memory" in settings:
-            self.memory_limit = str(settings.get("memory_limit") or settings.get("max_memory"))
+        if "memory_limit" in profile or "max_memory" in profile:
+            self.memory_limit = str(profile.get("memory_limit") or profile.get("max_memory"))
             return
-        chosen = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+        chosen = settings.duckdb_memory_limit()
         limit = chosen or DEFAULT_DUCKDB_MEMORY_LIMIT
         if limit.lower() == "off":
             return

@@ -1,0 +1,240 @@
+"""One model's sync: recover, stage, then page -> prepare -> resolve -> journal -> deliver ->
+settle, with one page in flight while the next is prepared so the request pipeline never
+drains at a page boundary.
+
+The same pipeline runs a dry run: a :class:`Plan` with the dry run's stager, resolver and
+sender, and no ledger writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from voyado_sync.exceptions import FatalApiError, RowRejected
+from voyado_sync.payload import PayloadBuilder
+from voyado_sync.spec import InteractionModel
+from voyado_sync.state import Delivery, Ledger, utc_now
+from voyado_sync.sync import merged, prepare, settle, stage
+from voyado_sync.sync.contacts import ContactResolver, Resolver
+from voyado_sync.sync.deliver import Sender
+from voyado_sync.sync.lifecycle import Db, Stop
+from voyado_sync.sync.result import ModelResult, ProgressCallback
+from voyado_sync.sync.values import Checked, PendingRow, Prepared, Settled
+from voyado_sync.voyado import ContactFound
+
+Journal = Callable[[list[Delivery]], Awaitable[None]]
+
+
+@dataclass
+class Plan:
+    """What one model's pipeline runs with: real parts for a run, inert ones for a dry run."""
+
+    ledger: Ledger
+    db: Db
+    stop: Stop
+    run_id: str
+    resolver: Resolver
+    sender: Sender
+    page_size: int
+    retry_rejected: bool
+    dry_run: bool
+    clock: Callable[[], str]
+    progress: ProgressCallback | None = None
+    #: Whether the ledger exists (a dry run reads a stand-in for a missing one).
+    ledger_exists: bool = True
+
+    async def write(self, deliveries: list[Delivery]) -> None:
+        if deliveries and not self.dry_run:
+            await self.db(self.ledger.write, deliveries)
+
+
+async def sync_model(plan: Plan, model: InteractionModel, res: ModelResult) -> None:
+    """Send the model's pending rows; ``res`` receives every count."""
+    if plan.dry_run:
+        staged = await plan.db(
+            stage.preview,
+            plan.ledger,
+            model,
+            retry_rejected=plan.retry_rejected,
+            ledger_exists=plan.ledger_exists,
+        )
+        await _record_staged(plan, model, res, staged)
+        return
+    try:
+        staged = await plan.db(stage.stage, plan.ledger, model, retry_rejected=plan.retry_rejected)
+        await _record_staged(plan, model, res, staged)
+    finally:
+        await plan.db(stage.unstage, plan.ledger, model)
+
+
+async def _record_staged(
+    plan: Plan, model: InteractionModel, res: ModelResult, staged: stage.Staged
+) -> None:
+    res.selected = staged.selected
+    res.already_sent = staged.already_sent
+    res.previously_rejected = staged.previously_rejected
+    await _send_pending(plan, model, res, staged)
+
+
+async def _send_pending(
+    plan: Plan, model: InteractionModel, res: ModelResult, staged: stage.Staged
+) -> None:
+    builder = PayloadBuilder(model)
+    _report(plan, model, 0, staged.keys)
+    outstanding: list[tuple[list[Prepared], list[asyncio.Task[object]]]] = []
+    after = 0
+    done = 0
+    try:
+        while not plan.stop.is_set:
+            page = await plan.db(
+                stage.page, plan.ledger, model, staged, after=after, size=plan.page_size
+            )
+            if not page:
+                break
+            after = page[-1][0]
+            prepared, settled = await _prepare_page(plan, builder, model, [r for _, r in page], res)
+            # The journal is committed before any of these requests leaves.
+            now = utc_now()
+            journal = [
+                Delivery.journaled(p.row.ref, p.body, run_id=plan.run_id, now=now) for p in prepared
+            ]
+            await plan.write([s.delivery for s in settled] + journal)
+            for s in settled:
+                res.add(s)
+            done += len(settled)
+            tasks: list[asyncio.Task[object]] = [
+                asyncio.create_task(plan.sender.send(p)) for p in prepared
+            ]
+            outstanding.append((prepared, tasks))
+            if len(outstanding) > 1:
+                done += await _settle_page(plan, model, res, *outstanding.pop(0))
+                _report(plan, model, done, staged.keys)
+                if not plan.dry_run:
+                    await plan.db(plan.ledger.heartbeat, plan.run_id)
+    finally:
+        # Whatever happened, every request that left gets its answer recorded.
+        errors: list[BaseException] = []
+        while outstanding:
+            try:
+                done += await _settle_page(plan, model, res, *outstanding.pop(0))
+            except BaseException as exc:  # settle the rest before raising
+                plan.stop.set()
+                errors.append(exc)
+        _report(plan, model, done, staged.keys)
+        if errors:
+            raise errors[0]
+
+
+async def _prepare_page(
+    plan: Plan,
+    builder: PayloadBuilder,
+    model: InteractionModel,
+    rows: list[PendingRow],
+    res: ModelResult,
+) -> tuple[list[Prepared], list[Settled]]:
+    """Check rows and resolve contacts: (rows to send, rows settled without sending)."""
+    now = utc_now()
+    settled: list[Settled] = []
+    ready: list[Checked] = []
+    for row in rows:
+        try:
+            checked = prepare.check(builder, model, row)
+        except RowRejected as exc:
+            settled.append(settle.not_sendable(row, exc.reason, run_id=plan.run_id, now=now))
+            continue
+        res.count_normalised(checked.contact.changed)
+        ready.append(checked)
+
+    contact_ids: dict[str, str] = {}
+    if model.contact_key == "contactId":
+        contact_ids = {c.contact.value: c.contact.value for c in ready}
+    else:
+        resolution = await plan.resolver.resolve(
+            model.contact_key, sorted({c.contact.value for c in ready})
+        )
+        res.lookups += resolution.looked_up
+        res.lookups_cached += resolution.cached
+        still: list[Checked] = []
+        for checked in ready:
+            identifier = checked.contact.value
+            outcome = resolution.outcomes[identifier]
+            if isinstance(outcome, ContactFound):
+                contact_ids[identifier] = outcome.contact_id
+                still.append(checked)
+            else:
+                settled.append(
+                    settle.unresolved(
+                        model, checked.row, identifier, outcome, run_id=plan.run_id, now=now
+                    )
+                )
+        ready = still
+    prepared = [
+        prepare.prepared(
+            model,
+            c,
+            contact_id=contact_ids[c.contact.value],
+            created_date=c.created or plan.clock(),
+        )
+        for c in ready
+    ]
+    return prepared, settled
+
+
+async def _settle_page(
+    plan: Plan,
+    model: InteractionModel,
+    res: ModelResult,
+    prepared: list[Prepared],
+    tasks: list[asyncio.Task[object]],
+) -> int:
+    """Wait for a page's requests and write their outcomes; 401/403 stops the run."""
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    pairs: list[tuple[Prepared, object]] = list(zip(prepared, outcomes, strict=True))
+    fatal: BaseException | None = None
+    settled: list[Settled] = []
+    if isinstance(plan.resolver, ContactResolver):
+        try:
+            followed = await merged.follow(
+                pairs,
+                model=model,
+                resolver=plan.resolver,
+                sender=plan.sender,
+                journal=plan.write,
+                stop=plan.stop,
+                run_id=plan.run_id,
+            )
+            pairs, settled, fatal = followed.pairs, followed.settled, followed.fatal
+            res.invalidated += followed.invalidated
+            res.lookups += followed.looked_up
+        except Exception as exc:  # e.g. the warehouse: nothing was sent again, so retry later
+            fatal = exc
+            plan.stop.set()
+            pairs = [
+                (item, settle.lookup_failed_after_gone(item, exc))
+                if item.identifier is not None and settle.contact_gone(outcome)
+                else (item, outcome)
+                for item, outcome in pairs
+            ]
+    now = utc_now()
+    for item, outcome in pairs:
+        if isinstance(outcome, FatalApiError):
+            fatal = fatal or outcome
+            plan.stop.set()
+        elif isinstance(outcome, BaseException):
+            fatal = fatal or outcome  # a bug: the row stays in flight, reconciled next run
+        one = settle.sent_outcome(item, outcome, run_id=plan.run_id, now=now)
+        if one is not None:
+            settled.append(one)
+    for s in settled:
+        res.add(s)
+    await plan.write([s.delivery for s in settled])
+    if fatal is not None:
+        raise fatal
+    return len(prepared)
+
+
+def _report(plan: Plan, model: InteractionModel, done: int, total: int) -> None:
+    if plan.progress is not None and not plan.dry_run:
+        plan.progress(model.model, done, total)

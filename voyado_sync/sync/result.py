@@ -1,0 +1,135 @@
+"""What a run hands back: one :class:`ModelResult` per model inside a :class:`SyncResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from voyado_sync.sync.values import Settled
+
+#: progress(model, rows done, rows to do)
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def reason_class(reason: str) -> str:
+    """A short grouping key for the summary: the reason without its values."""
+    return reason.split(":")[0][:80]
+
+
+@dataclass
+class ModelResult:
+    """What one model's sync did. Counts are rows of the model unless said otherwise."""
+
+    model: str
+    schema_id: str
+    selected: int = 0
+    already_sent: int = 0
+    sent: int = 0
+    rejected: int = 0
+    failed: int = 0
+    waiting: int = 0
+    previously_rejected: int = 0
+    reconciled: int = 0
+    schema_created: bool = False
+    lookups: int = 0
+    lookups_cached: int = 0
+    #: Rows whose contact identifier was changed before lookup, by kind of change.
+    normalised: dict[str, int] = field(default_factory=dict)
+    #: Cached contact ids dropped because Voyado answered a POST with 404 ContactNotFound.
+    invalidated: int = 0
+    error: str | None = None
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def count_normalised(self, change: str | None) -> None:
+        if change:
+            self.normalised[change] = self.normalised.get(change, 0) + 1
+
+    def add(self, settled: Settled) -> None:
+        """Count one settled row (or group of duplicate rows)."""
+        if settled.tally == "sent":
+            self.sent += settled.rows
+        elif settled.tally == "rejected":
+            self.rejected += settled.rows
+        elif settled.tally == "failed":
+            self.failed += settled.rows
+        elif settled.tally == "waiting":
+            self.waiting += settled.rows
+        self.reconciled += int(settled.reconciled)
+        if settled.grouped_reason is not None:
+            group = reason_class(settled.grouped_reason)
+            self.reasons[group] = self.reasons.get(group, 0) + settled.rows
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model": self.model,
+            "schema_id": self.schema_id,
+            "selected": self.selected,
+            "already_sent": self.already_sent,
+            "sent": self.sent,
+            "rejected": self.rejected,
+            "failed": self.failed,
+            "contact_not_found": self.waiting,
+            "previously_rejected": self.previously_rejected,
+            "reconciled": self.reconciled,
+            "schema_created": self.schema_created,
+            "contact_lookups": self.lookups,
+            "contact_lookups_cached": self.lookups_cached,
+            "contacts_normalised": dict(self.normalised),
+            "contact_ids_invalidated": self.invalidated,
+            "error": self.error,
+        }
+        if self.samples:
+            out["samples"] = self.samples
+        if self.reasons:
+            out["reasons"] = self.reasons
+        return out
+
+
+@dataclass
+class SyncResult:
+    """The typed result of one run."""
+
+    run_id: str
+    dry_run: bool
+    models: list[ModelResult]
+    warehouse: str = ""
+    interrupted: bool = False
+    fatal: str | None = None
+    #: The error class of ``fatal`` (the ``kind`` of the JSON error envelope).
+    fatal_kind: str | None = None
+    requests: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        if self.fatal or any(m.error for m in self.models):
+            return 2
+        # Rows waiting for their contact are neither rejected nor failed: they are retried by
+        # design on later runs, so they alone do not fail a scheduled job.
+        if self.interrupted or any(m.rejected or m.failed for m in self.models):
+            return 1
+        return 0
+
+    def totals(self) -> dict[str, int]:
+        return {
+            key: sum(getattr(m, key) for m in self.models)
+            for key in ("selected", "already_sent", "sent", "rejected", "failed")
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        error = (
+            {"message": self.fatal, "kind": self.fatal_kind or "VoyadoSyncError"}
+            if self.fatal
+            else None
+        )
+        return {
+            "exit_code": self.exit_code,
+            "error": error,
+            "run_id": self.run_id,
+            "dry_run": self.dry_run,
+            "warehouse": self.warehouse,
+            "interrupted": self.interrupted,
+            "models": [m.as_dict() for m in self.models],
+            "requests": self.requests,
+        }

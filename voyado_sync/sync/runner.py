@@ -1,0 +1,207 @@
+"""The runner: one sync run, conducted stage by stage.
+
+::
+
+    load project -> open warehouse -> resolve models
+      -> [dry run]  each model: preview -> pages -> prepare -> (offline) resolve -> DrySender
+      -> [real run] ledger + lock -> schema gate (every model first)
+                    -> each model: recover -> stage -> pages -> prepare -> resolve -> journal
+                       -> deliver -> merged contacts -> settle -> ledger
+                    -> run history, unlock
+
+Every warehouse call runs on the warehouse thread; every request goes through one client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from voyado_sync import __version__
+from voyado_sync.exceptions import FatalApiError, error_kind
+from voyado_sync.project import Project, load_project, open_warehouse, resolve_models
+from voyado_sync.settings import RunOptions, VoyadoConnection, check_rate, connection_from_env
+from voyado_sync.spec import InteractionModel
+from voyado_sync.state import Ledger, RunStatus, new_run_id, utc_now
+from voyado_sync.sync.contacts import ContactResolver, OfflineResolver
+from voyado_sync.sync.deliver import DrySender, VoyadoSender
+from voyado_sync.sync.lifecycle import Stop, WarehouseThread, signals_to
+from voyado_sync.sync.pipeline import Plan, sync_model
+from voyado_sync.sync.prepare import JournalClock
+from voyado_sync.sync.recover import recover
+from voyado_sync.sync.result import ModelResult, ProgressCallback, SyncResult
+from voyado_sync.sync.schema_gate import check_schema
+from voyado_sync.voyado import VoyadoClient
+from voyado_sync.warehouse.base import Warehouse
+
+DRY_RUN_PAGE = 5000
+
+
+def run(options: RunOptions, *, progress: ProgressCallback | None = None) -> SyncResult:
+    """Run one sync; raise VoyadoSyncError subclasses when it cannot run at all."""
+    check_rate(options.rate, options.concurrency)
+    project = load_project(options)
+    connection = None if options.dry_run else connection_from_env(options.base_url)
+    stop = Stop()
+    db = WarehouseThread()
+    opened: list[Warehouse] = []
+    try:
+        with signals_to(stop):
+            return asyncio.run(_run(options, project, connection, stop, db, opened, progress))
+    finally:
+        for warehouse in opened:
+            db.run(warehouse.close)
+        db.shutdown()
+
+
+async def _run(
+    options: RunOptions,
+    project: Project,
+    connection: VoyadoConnection | None,
+    stop: Stop,
+    db: WarehouseThread,
+    opened: list[Warehouse],
+    progress: ProgressCallback | None,
+) -> SyncResult:
+    warehouse = await db(open_warehouse, options)
+    opened.append(warehouse)
+    models = await db(resolve_models, project, warehouse)
+    ledger = Ledger(warehouse, schema=options.state_schema)
+    result = SyncResult(
+        run_id=new_run_id(),
+        dry_run=options.dry_run,
+        models=[ModelResult(m.model, m.schema_id) for m in models],
+        warehouse=warehouse.description,
+    )
+    if connection is None:
+        await _dry_run(options, ledger, db, stop, models, result)
+        return result
+
+    await db(ledger.ensure)
+    await db(ledger.acquire_lock, result.run_id)
+    try:
+        await db(
+            ledger.start_run, result.run_id, models=[m.model for m in models], version=__version__
+        )
+        client = VoyadoClient(
+            base_url=connection.base_url,
+            api_key=connection.api_key.get_secret_value(),
+            rate=options.rate,
+            concurrency=options.concurrency,
+            timeout=options.timeout,
+            retry=options.retry_policy(),
+        )
+        async with client:
+            try:
+                await _real_run(options, ledger, db, stop, client, models, result, progress)
+            except FatalApiError as exc:
+                result.fatal, result.fatal_kind = str(exc), error_kind(exc)
+            result.requests = client.stats.as_dict()
+        result.interrupted = stop.is_set
+        status = (
+            RunStatus.FAILED
+            if result.fatal
+            else (RunStatus.INTERRUPTED if result.interrupted else RunStatus.OK)
+        )
+        await db(
+            ledger.finish_run,
+            result.run_id,
+            status=status,
+            counts=result.totals(),
+            message=result.fatal or "",
+        )
+    finally:
+        await db(ledger.release_lock, result.run_id)
+    return result
+
+
+async def _real_run(
+    options: RunOptions,
+    ledger: Ledger,
+    db: WarehouseThread,
+    stop: Stop,
+    client: VoyadoClient,
+    models: list[InteractionModel],
+    result: SyncResult,
+    progress: ProgressCallback | None,
+) -> None:
+    # Check every schema before sending anything: drift stops only its model.
+    for model, res in zip(models, result.models, strict=True):
+        check = await check_schema(client, model)
+        res.schema_created, res.error = check.created, check.error
+    claimed: set[str] = set()
+    resolver = ContactResolver(client, ledger, db, options.concurrency)
+    sender = VoyadoSender(client, stop, options.concurrency, claimed)
+    plan = Plan(
+        ledger=ledger,
+        db=db,
+        stop=stop,
+        run_id=result.run_id,
+        resolver=resolver,
+        sender=sender,
+        page_size=_page_size(options),
+        retry_rejected=options.retry_rejected,
+        dry_run=False,
+        clock=JournalClock(),
+        progress=progress,
+    )
+    for model, res in zip(models, result.models, strict=True):
+        if res.error or stop.is_set:
+            continue
+        await _recover(ledger, db, client, claimed, model, res)
+        await sync_model(plan, model, res)
+
+
+async def _recover(
+    ledger: Ledger,
+    db: WarehouseThread,
+    client: VoyadoClient,
+    claimed: set[str],
+    model: InteractionModel,
+    res: ModelResult,
+) -> None:
+    rows = await db(ledger.in_flight, model.model, model.schema_id)
+    if not rows:
+        return
+    contacts = sorted({r.contact_id for r in rows if r.contact_id})
+    claimed |= await db(ledger.sent_ids, model.schema_id, contacts)
+    settled = await recover(client, rows, claimed=claimed, now=utc_now())
+    for s in settled:
+        res.add(s)
+    await db(ledger.write, [s.delivery for s in settled])
+
+
+async def _dry_run(
+    options: RunOptions,
+    ledger: Ledger,
+    db: WarehouseThread,
+    stop: Stop,
+    models: list[InteractionModel],
+    result: SyncResult,
+) -> None:
+    """The same pipeline with a resolver that makes no request and a sender that does not
+    send: SELECTs only, no DDL, no writes, no HTTP."""
+    exists = await db(ledger.exists)
+    now = utc_now()
+    for model, res in zip(models, result.models, strict=True):
+        sender = DrySender()
+        plan = Plan(
+            ledger=ledger,
+            db=db,
+            stop=stop,
+            run_id=result.run_id,
+            resolver=OfflineResolver(ledger, db, exists),
+            sender=sender,
+            page_size=options.page_size or DRY_RUN_PAGE,
+            retry_rejected=options.retry_rejected,
+            dry_run=True,
+            clock=lambda: f"<time of sending, e.g. {now}>",
+            ledger_exists=exists,
+        )
+        await sync_model(plan, model, res)
+        res.samples = sender.samples
+
+
+def _page_size(options: RunOptions) -> int:
+    if options.page_size:
+        return options.page_size
+    return int(min(1000, max(50, options.rate * 2)))

@@ -1,0 +1,125 @@
+"""Staging the diff: the rows of a model not yet delivered, counted, then read page by page.
+
+A real run materialises the diff's three steps into staging tables (paging a live result would
+be replaced under it by the ledger writes on the same connection); a dry run, which creates
+nothing, reads the same steps as subqueries. Both hand on a :class:`Staged` whose ``pending``
+relation :func:`page` reads. Every function runs on the warehouse thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from voyado_sync import diff as sql
+from voyado_sync.spec import InteractionModel
+from voyado_sync.state import Ledger, RowRef
+from voyado_sync.sync.values import PendingRow
+
+
+@dataclass(frozen=True)
+class Staged:
+    """The diff of one model: counts, and the relation that holds its pending rows."""
+
+    #: Rows of the model.
+    selected: int
+    #: Rows not yet sent (new, changed, failed, rejected before, waiting).
+    candidates: int
+    #: Pending keys (one request each) and the model rows behind them (duplicates count each).
+    keys: int
+    rows: int
+    pending: exp.Table | exp.Subquery
+
+    @property
+    def already_sent(self) -> int:
+        return self.selected - self.candidates
+
+    @property
+    def previously_rejected(self) -> int:
+        return self.candidates - self.rows
+
+
+def stage(ledger: Ledger, model: InteractionModel, *, retry_rejected: bool) -> Staged:
+    """Run the diff into staging tables (dropped by :func:`unstage`)."""
+    wh = ledger.warehouse
+    source, deliveries = sql.source_table(model), ledger.table("deliveries")
+    keys, cand, pending = (ledger.table(sql.staged_name(model, s)) for s in sql.STAGING_STEPS)
+    unsent_keys = sql.unsent_keys_select(model=model, source=source, ledger=deliveries)
+    with wh.keys_join():
+        wh.execute_many(sql.create_sql(keys, unsent_keys, wh.dialect))
+    selected = int(wh.query(sql.count_sql(source, wh.dialect))[0][0])
+    unsent = int(wh.query(sql.count_sql(keys, wh.dialect))[0][0])
+    # With no row sent yet (a first run) the keys filter removes nothing and costs a semi-join
+    # of every key; the ledger then holds none of these rows as sent, so the one-statement
+    # join is small.
+    candidates = sql.candidates_select(
+        model=model, source=source, ledger=deliveries, keys=None if unsent >= selected else keys
+    )
+    wh.execute_many([*sql.create_sql(cand, candidates, wh.dialect), sql.drop_sql(keys, wh.dialect)])
+    wh.execute_many(
+        sql.create_sql(
+            pending,
+            sql.pending_select(model=model, candidates=cand, retry_rejected=retry_rejected),
+            wh.dialect,
+        )
+    )
+    n_candidates = int(wh.query(sql.count_sql(cand, wh.dialect))[0][0])
+    n_keys, rows = wh.query(sql.pending_rows_sql(pending, wh.dialect))[0]
+    return Staged(selected, n_candidates, int(n_keys or 0), int(rows or 0), pending)
+
+
+def unstage(ledger: Ledger, model: InteractionModel) -> None:
+    ledger.warehouse.execute_many(
+        [
+            sql.drop_sql(ledger.table(sql.staged_name(model, step)), ledger.dialect)
+            for step in sql.STAGING_STEPS
+        ]
+    )
+
+
+def preview(
+    ledger: Ledger, model: InteractionModel, *, retry_rejected: bool, ledger_exists: bool
+) -> Staged:
+    """The same diff from SELECTs only, for a dry run (no DDL, no writes)."""
+    wh = ledger.warehouse
+    deliveries = ledger.table("deliveries") if ledger_exists else sql.empty_ledger()
+    candidates, pending = sql.preview_selects(
+        model=model, ledger=deliveries, retry_rejected=retry_rejected
+    )
+    # A dry run stages nothing, so whatever memory its queries use is freed when each ends:
+    # the allowance of the key join applies to all of them.
+    with wh.keys_join():
+        selected = int(wh.query(sql.count_sql(sql.source_table(model), wh.dialect))[0][0])
+        n_candidates = int(wh.query(sql.count_sql(candidates, wh.dialect))[0][0])
+        keys, rows = wh.query(sql.pending_rows_sql(pending, wh.dialect))[0]
+    return Staged(selected, n_candidates, int(keys or 0), int(rows or 0), pending)
+
+
+def page(
+    ledger: Ledger, model: InteractionModel, staged: Staged, *, after: int, size: int
+) -> list[tuple[int, PendingRow]]:
+    """Pending rows after sequence number ``after``: (sequence number, row)."""
+    wh = ledger.warehouse
+    query = sql.page_sql(
+        model=model, pending=staged.pending, after=after, size=size, dialect=wh.dialect
+    )
+    if isinstance(staged.pending, exp.Subquery):
+        with wh.keys_join():
+            rows = wh.query(query)
+    else:
+        rows = wh.query(query)
+    used = model.columns_used
+    out = []
+    for r in rows:
+        values = dict(zip(used, r[6:], strict=True))
+        ref = RowRef(
+            model=model.model,
+            schema_id=model.schema_id,
+            row_key=str(r[1]),
+            row_key_display=", ".join(f"{c}={values[c]}" for c in model.unique_key),
+            content_hash=str(r[2]),
+            first_seen_at=r[5],
+        )
+        out.append((int(r[0]), PendingRow(ref, int(r[3]), r[4], values)))
+    return out
