@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from voyado_sync.emulator import EmulatorConfig, EmulatorHandle, run_emulator_in_thread
+
+# ---- a clean environment -------------------------------------------------------------------
+# A developer's shell must not leak into the suite: VOYADO_* and DBT_* variables (a real API
+# key, a profiles dir, a target path) are removed before any fixture runs, and again around
+# every test. dbt's anonymous usage stats stay off (there is no network).
+_LEAKY = ("VOYADO_", "DBT_")
+
+
+def _clean(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    return [name for name in environ if name.startswith(_LEAKY)]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in _clean(os.environ):
+        del os.environ[name]
+    os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No VOYADO_* or DBT_* variable but those a test sets itself."""
+    for name in _clean(os.environ):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+
 
 # ---- emulator ------------------------------------------------------------------------------
 # One emulator for the whole session (starting one per test would dominate the run time);
