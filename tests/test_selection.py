@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +136,8 @@ def graph(request: pytest.FixtureRequest) -> DbtGraph:
 SYNCED = ["model.p.voyado_mart", "model.p.report", "model.p.gone"]
 
 
-def _short(ids: object) -> list[str]:
-    return sorted(str(uid).split(".", 1)[1] for uid in ids)  # type: ignore[attr-defined]
+def _short(ids: Iterable[str]) -> list[str]:
+    return sorted(uid.split(".", 1)[1] for uid in ids)
 
 
 @pytest.mark.parametrize(
@@ -298,7 +299,7 @@ def test_result_is_narrowed_to_synced_models_in_manifest_order(graph: DbtGraph) 
     assert select_models(graph, exclude=["report"], synced=SYNCED) == ["model.p.voyado_mart"]
 
 
-def _problems(graph: DbtGraph, select: list[str], exclude: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+def _problems(graph: DbtGraph, select: list[str], exclude: Sequence[str] = ()) -> list[str]:
     with pytest.raises(ConfigError) as info:
         select_models(graph, select=select, exclude=exclude, synced=SYNCED)
     return [p.message for p in info.value.problems]
