@@ -363,11 +363,9 @@ def test_every_problem_is_reported_at_once(graph: DbtGraph) -> None:
 
 def test_exclude_that_leaves_nothing_is_an_error(graph: DbtGraph) -> None:
     (message,) = _problems(graph, ["voyado_mart"], ["tag:daily"])
-    assert message == (
-        "--exclude 'tag:daily' removes every model of the selection: nothing is left to sync"
-    )
-    (message,) = _problems(graph, [], ["tag:voyado"])
-    assert "removes every model of the models with config.meta.voyado" in message
+    assert message == "--exclude 'tag:daily' leaves no model with config.meta.voyado to sync"
+    (message,) = _problems(graph, [], ["tag:voyado", "stg"])
+    assert message == "--exclude 'tag:voyado stg' leaves no model with config.meta.voyado to sync"
 
 
 def test_graph_of_a_hand_built_manifest_is_its_models() -> None:
@@ -640,10 +638,12 @@ def _some_selector_lacks_synced(manifest: Manifest, select: list[str]) -> bool:
 @pytest.mark.slow
 def test_rich_project_errors(rich_manifest: Manifest) -> None:
     with pytest.raises(ConfigError) as info:
-        rich_manifest.select(["voyado_wishlst", "wishlist_report+"])
+        rich_manifest.select(["voyado_wishlst", "wishlist_report+", "path:models/marts/*_v?.sql"])
     assert [p.message.split(";")[0] for p in info.value.problems] == [
         "--select 'voyado_wishlst' matches nothing in the manifest",
         "--select 'wishlist_report+' matches only models without config.meta.voyado: "
         "wishlist_daily, wishlist_report",
+        "--select 'path:models/marts/*_v?.sql' matches only models without "
+        "config.meta.voyado: voyado_points.v1, voyado_points.v2",
     ]
     assert "voyado_wishlist" in info.value.problems[0].message

@@ -23,9 +23,18 @@ voyado-sync syncs.
     @x                   x, its descendants, and every ancestor of those
 
 ``state:``, ``result:`` and ``source_status:`` need artifacts of an earlier dbt run and are not
-supported. Matching follows dbt's rules, including its quirks: ``path:`` matches a node's file,
-its YAML properties file, or a directory above it; ``config.`` compares a YAML value with the
-selector text (``true``/``false`` match booleans) and, for a list, checks membership.
+supported. Matching follows dbt's rules, including its quirks:
+
+- ``package.model`` names a model only at the top of its model path (``shop.marts.orders``
+  otherwise); a glob is matched against the whole fqn (``voyado_*`` also matches every node of a
+  package called ``voyado_example``) and then against the name alone.
+- ``path:`` matches a node's file, its YAML properties file, or a directory above it. dbt globs
+  the project directory; here the glob is matched against the nodes' own paths (the same nodes,
+  without touching the disk; a package's node also matches a path that exists only inside the
+  package, where dbt would need the root project to have it too).
+- ``config.KEY:VALUE`` compares the text with the value (``true``/``false`` match booleans, a
+  list matches if it holds the text; a number never matches).
+- Nodes with no SQL at all are never selected, but graph operators walk through them.
 """
 
 from __future__ import annotations
@@ -123,6 +132,11 @@ class GraphNode:
     def is_versioned(self) -> bool:
         return self.resource_type == "model" and self.version is not None
 
+    @property
+    def label(self) -> str:
+        """The name, with the version of a versioned model (``orders.v2``)."""
+        return f"{self.name}.{self.fqn[-1]}" if self.is_versioned else self.name
+
 
 def graph_node(node: Mapping[str, Any], *, section: str = "nodes") -> GraphNode:
     """A GraphNode from one entry of a manifest section (``nodes``, ``sources``, ...)."""
@@ -132,9 +146,10 @@ def graph_node(node: Mapping[str, Any], *, section: str = "nodes") -> GraphNode:
     package = str(node.get("package_name") or [*unique_id.split("."), "", ""][1])
     fqn = tuple(str(p) for p in node.get("fqn") or ()) or (package, name)
     raw_code = node.get("raw_code")
-    config = node.get("config") or {}
+    config = node.get("config")
+    config = config if isinstance(config, dict) else {}
     # dbt merges config tags into the node's tags; hand-written manifests may only have one.
-    config_tags = config.get("tags") or () if isinstance(config, dict) else ()
+    config_tags = config.get("tags") or ()
     test_metadata = node.get("test_metadata")
     return GraphNode(
         unique_id=unique_id,
@@ -166,6 +181,10 @@ def graph_node(node: Mapping[str, Any], *, section: str = "nodes") -> GraphNode:
 
 def _optional_str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _strings(values: object) -> list[str]:
+    return [str(v) for v in values] if isinstance(values, list) else []
 
 
 @dataclass(frozen=True)
@@ -228,16 +247,18 @@ class DbtGraph:
                     disabled.setdefault(node.name, node.unique_id)
                     continue
                 nodes.append(node)
-                depends_on[node.unique_id] = [
-                    str(p) for p in (raw.get("depends_on") or {}).get("nodes") or ()
-                ]
+                depends_on[node.unique_id] = _strings(
+                    (raw.get("depends_on") or {}).get("nodes")
+                    if isinstance(raw.get("depends_on"), dict)
+                    else None
+                )
         for versions in (data.get("disabled") or {}).values():
             for raw in versions if isinstance(versions, list) else ():
                 if isinstance(raw, dict) and raw.get("name"):
                     disabled.setdefault(str(raw["name"]), str(raw.get("unique_id")))
         parent_map = data.get("parent_map")
         if isinstance(parent_map, dict) and parent_map:
-            depends_on = {str(k): [str(p) for p in v] for k, v in parent_map.items()}
+            depends_on = {str(k): _strings(v) for k, v in parent_map.items()}
         metadata = data.get("metadata") or {}
         project = metadata.get("project_name") if isinstance(metadata, dict) else None
         return cls.from_nodes(
@@ -727,11 +748,10 @@ def select_models(
         raise ConfigError(problems)
     chosen = _combine(graph, select, included, excluded) & synced_set
     if not chosen and excluded:
-        left = "the selection" if _split(select) else "the models with config.meta.voyado"
         raise ConfigError(
             [
-                f"--exclude {' '.join(_split(exclude))!r} removes every model of {left}: "
-                "nothing is left to sync"
+                f"--exclude {' '.join(_split(exclude))!r} leaves no model with "
+                "config.meta.voyado to sync"
             ]
         )
     return [uid for uid in graph.nodes if uid in chosen]
@@ -752,11 +772,13 @@ def _nothing(graph: DbtGraph, m: _Matched, option: str, known: str) -> str:
 
 
 def _not_synced(graph: DbtGraph, m: _Matched, known: str) -> str:
-    models = sorted(graph.nodes[u].name for u in m.nodes if graph.nodes[u].resource_type == "model")
+    models = sorted(
+        graph.nodes[u].label for u in m.nodes if graph.nodes[u].resource_type == "model"
+    )
     if models:
         what = f"matches only models without config.meta.voyado: {_some(models)}"
     else:
-        others = sorted(f"{graph.nodes[u].resource_type} {graph.nodes[u].name}" for u in m.nodes)
+        others = sorted(f"{graph.nodes[u].resource_type} {graph.nodes[u].label}" for u in m.nodes)
         what = f"matches no model, only {_some(others)}"
     return f"--select {m.raw!r} {what}; models with config.meta.voyado: {known}"
 
