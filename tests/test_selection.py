@@ -647,3 +647,29 @@ def test_rich_project_errors(rich_manifest: Manifest) -> None:
         "config.meta.voyado: voyado_points.v1, voyado_points.v2",
     ]
     assert "voyado_wishlist" in info.value.problems[0].message
+
+
+@pytest.mark.slow
+def test_one_case_through_the_dbt_ls_command(
+    rich_project: tuple[Path, list[list[str]]], rich_manifest: Manifest
+) -> None:
+    """The table asks dbt in-process (one parse for 38 cases); this asks the `dbt ls` command."""
+    project = rich_project[0]
+    select = ["@customer_summary", "tag:voyado,config.materialized:table"]
+    exclude = ["voyado_repairs+", "stg_prices"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBT_", "VOYADO_"))}
+    env.update(DBT_SEND_ANONYMOUS_USAGE_STATS="false", VOYADO_EXAMPLE_DUCKDB=str(project / "x.db"))
+    args = [str(Path(sys.executable).parent / "dbt"), "ls", "--profiles-dir", str(project)]
+    args += ["-q", "--resource-type", "model", "--output", "json", "--output-keys", "unique_id"]
+    args += ["--select", *select, "--exclude", *exclude]
+    proc = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    expected = sorted(json.loads(line)["unique_id"] for line in proc.stdout.splitlines() if line)
+    assert rich_manifest.graph is not None
+    ours = select_nodes(rich_manifest.graph, select, exclude)
+    assert sorted(u for u in ours if u.startswith("model.")) == expected
+    assert [m.name for m in rich_manifest.select(select, exclude=exclude)] == [
+        "voyado_active_subscriptions",
+        "voyado_product_reviews",
+        "voyado_wishlist",
+    ]
