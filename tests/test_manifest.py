@@ -179,7 +179,7 @@ def test_meta_at_node_top_level_is_read(tmp_path: Path) -> None:
     assert model.voyado == VOYADO
 
 
-# ---- selection --------------------------------------------------------------------------------
+# ---- selection (the grammar itself is tested in test_selection.py) ------------------------------
 
 
 @pytest.mark.parametrize(
@@ -190,40 +190,73 @@ def test_meta_at_node_top_level_is_read(tmp_path: Path) -> None:
         (["shop.voyado_reviews"], ["voyado_reviews"]),
         (["tag:voyado"], ["voyado_reviews", "voyado_repairs"]),
         (["tag:daily"], ["voyado_repairs"]),
-        (["voyado_reviews,voyado_subscriptions"], ["voyado_reviews", "voyado_subscriptions"]),
+        # dbt: a comma is an intersection, a space or a second -s a union
+        (["tag:voyado,tag:daily"], ["voyado_repairs"]),
         (["voyado_reviews voyado_subscriptions"], ["voyado_reviews", "voyado_subscriptions"]),
-        (["voyado_reviews, tag:daily", "voyado_reviews"], ["voyado_reviews", "voyado_repairs"]),
+        (["voyado_subscriptions", "voyado_reviews"], ["voyado_reviews", "voyado_subscriptions"]),
         (["tag:voyado", "voyado_repairs"], ["voyado_reviews", "voyado_repairs"]),
+        # other models may be selected along the way; only those with meta.voyado are kept
+        (["shop"], ["voyado_reviews", "voyado_repairs", "voyado_subscriptions"]),
+        (
+            ["config.materialized:table"],
+            ["voyado_reviews", "voyado_repairs", "voyado_subscriptions"],
+        ),
     ],
 )
 def test_selection(manifest: Manifest, selectors: list[str], expected: list[str]) -> None:
     assert _names(manifest.select(selectors)) == expected
 
 
+def test_exclude_is_removed_after_the_union(manifest: Manifest) -> None:
+    assert _names(manifest.select(["tag:voyado"], exclude=["tag:daily"])) == ["voyado_reviews"]
+    assert _names(manifest.select(exclude=["tag:voyado"])) == ["voyado_subscriptions"]
+
+
+def test_graph_operators_reach_through_seeds_and_snapshots(tmp_path: Path) -> None:
+    seed = {**_model("raw_reviews"), "unique_id": "seed.shop.raw_reviews", "resource_type": "seed"}
+    snapshot = {**_model("reviews_snapshot"), "unique_id": "snapshot.shop.reviews_snapshot"}
+    snapshot.update(resource_type="snapshot", depends_on={"nodes": ["seed.shop.raw_reviews"]})
+    synced = _model("voyado_reviews", voyado=VOYADO)
+    synced["depends_on"] = {"nodes": ["snapshot.shop.reviews_snapshot"]}
+    other = _model("voyado_repairs", voyado=VOYADO)
+    manifest = load_manifest(_write(tmp_path, [seed, snapshot, synced, other]))
+    assert _names(manifest.select(["raw_reviews+"])) == ["voyado_reviews"]
+    (model,) = manifest.select(["@reviews_snapshot"])
+    assert model.depends_on == ("snapshot.shop.reviews_snapshot",)
+    assert model.fqn == ("shop", "voyado_reviews")
+    assert model.package_name == "shop"
+
+
 def test_unknown_name_lists_the_models_with_meta_voyado(manifest: Manifest) -> None:
     with pytest.raises(ConfigError) as info:
         manifest.select(["voyado_review"])
     (problem,) = info.value.problems
-    assert "'voyado_review' matches no model with config.meta.voyado" in problem.message
-    assert "voyado_repairs, voyado_reviews, voyado_subscriptions" in problem.message
+    assert problem.message == (
+        "--select 'voyado_review' matches nothing in the manifest; "
+        "models with config.meta.voyado: voyado_repairs, voyado_reviews, voyado_subscriptions"
+    )
 
 
 def test_every_bad_selector_is_reported(manifest: Manifest) -> None:
     with pytest.raises(ConfigError) as info:
-        manifest.select(["nope, tag:weekly voyado_reviews"])
-    assert len(info.value.problems) == 2
-    assert "'tag:weekly'" in info.value.problems[1].message
+        manifest.select(["nope tag:weekly voyado_reviews"], exclude=["tag:dialy"])
+    assert len(info.value.problems) == 3
+    assert "--select 'tag:weekly' matches nothing" in info.value.problems[1].message
+    assert "--exclude 'tag:dialy' matches nothing" in info.value.problems[2].message
 
 
 def test_model_without_meta_voyado_says_so(manifest: Manifest) -> None:
     with pytest.raises(ConfigError) as info:
         manifest.select(["customer_summary"])
     (problem,) = info.value.problems
-    assert "model 'customer_summary' has no config.meta.voyado" in problem.message
+    assert problem.message.startswith(
+        "--select 'customer_summary' matches only models without config.meta.voyado: "
+        "customer_summary;"
+    )
 
 
 def test_disabled_model_is_not_selectable(manifest: Manifest) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"model\.shop\.old_reviews is disabled"):
         manifest.select(["old_reviews"])
 
 

@@ -2,19 +2,21 @@
 
 dbt writes the manifest on every parse, compile, run and build; it reflects the target it was
 built with. We only need the models: their ``config.meta.voyado``, relation, columns, tags, and
-the ``unique`` data tests declared on them.
+the ``unique`` data tests declared on them; and dbt's graph of every node, so that ``--select``
+and ``--exclude`` mean what they mean to dbt (see :mod:`voyado_sync.selection`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voyado_sync.exceptions import ConfigError, ConfigProblem, ManifestError
+from voyado_sync.exceptions import ManifestError
+from voyado_sync.selection import DbtGraph, graph_node, select_models
 from voyado_sync.spec import Relation
 
 SUPPORTED_VERSIONS = range(10, 13)  # v10 (dbt 1.6) .. v12 (dbt 1.8 - 1.12)
@@ -33,6 +35,11 @@ class ModelNode:
     voyado: object | None
     declared_columns: dict[str, str | None] = field(default_factory=dict)
     unique_tested_columns: frozenset[str] = frozenset()
+    package_name: str = ""
+    fqn: tuple[str, ...] = ()
+    original_file_path: str = ""
+    depends_on: tuple[str, ...] = ()
+    config: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -44,45 +51,54 @@ class Manifest:
     dbt_version: str
     adapter_type: str | None
     models: tuple[ModelNode, ...]
+    # dbt's graph of every enabled node (seeds, snapshots, tests, sources too); None for a
+    # Manifest built by hand, whose graph is then its models and their depends_on.
+    graph: DbtGraph | None = field(default=None, repr=False, compare=False)
 
     @property
     def voyado_models(self) -> tuple[ModelNode, ...]:
         return tuple(m for m in self.models if m.voyado is not None)
 
-    def select(self, selectors: Sequence[str]) -> list[ModelNode]:
-        """dbt-style selection among models with ``meta.voyado``: names and ``tag:NAME``.
+    def select(self, select: Sequence[str] = (), *, exclude: Sequence[str] = ()) -> list[ModelNode]:
+        """The models with ``meta.voyado`` that dbt's ``--select``/``--exclude`` pick.
 
-        Selectors may be given separately or space/comma separated. No selector selects every
-        model with ``meta.voyado``. A selector that matches nothing is an error: a typo must not
-        turn into a silent no-op in production.
+        dbt's grammar (see :mod:`voyado_sync.selection`): space-separated or repeated selectors
+        are a union, a comma inside one an intersection, ``--exclude`` is removed afterwards;
+        methods such as ``tag:``, ``path:``, ``fqn:``, ``config.materialized:`` and graph
+        operators ``+x``, ``x+``, ``N+x``, ``x+N``, ``@x``. The result is then narrowed to models
+        with ``config.meta.voyado``, in manifest order. No selector selects all of them.
+
+        Raises ConfigError, listing every problem: a selector that cannot be parsed, matches
+        nothing, or matches only models without ``meta.voyado``; an exclude that matches
+        nothing or leaves nothing to sync.
         """
-        candidates = self.voyado_models
-        tokens = [t for s in selectors for t in re.split(r"[\s,]+", s) if t]
-        if not tokens:
-            return list(candidates)
-        chosen: dict[str, ModelNode] = {}
-        problems: list[ConfigProblem] = []
-        for token in tokens:
-            if token.startswith("tag:"):
-                tag = token[4:]
-                hits = [m for m in candidates if tag in m.tags]
-            else:
-                name = token.split(".")[-1]
-                hits = [m for m in candidates if m.name == name]
-            if not hits:
-                known = ", ".join(sorted(m.name for m in candidates)) or "none"
-                not_voyado = any(m.name == token for m in self.models)
-                why = (
-                    f"model {token!r} has no config.meta.voyado"
-                    if not_voyado
-                    else f"--select {token!r} matches no model with config.meta.voyado"
-                )
-                problems.append(ConfigProblem(f"{why} (models with meta.voyado: {known})"))
-            for m in hits:
-                chosen.setdefault(m.unique_id, m)
-        if problems:
-            raise ConfigError(problems)
-        return list(chosen.values())
+        graph = self.graph if self.graph is not None else self._models_graph()
+        chosen = select_models(
+            graph,
+            select=select,
+            exclude=exclude,
+            synced=[m.unique_id for m in self.voyado_models],
+        )
+        by_id = {m.unique_id: m for m in self.models}
+        return [by_id[uid] for uid in chosen]
+
+    def _models_graph(self) -> DbtGraph:
+        nodes = [
+            graph_node(
+                {
+                    "unique_id": m.unique_id,
+                    "resource_type": "model",
+                    "name": m.name,
+                    "package_name": m.package_name,
+                    "fqn": list(m.fqn),
+                    "original_file_path": m.original_file_path,
+                    "tags": list(m.tags),
+                    "config": m.config,
+                }
+            )
+            for m in self.models
+        ]
+        return DbtGraph.from_nodes(nodes, {m.unique_id: m.depends_on for m in self.models})
 
 
 def manifest_path(project_dir: Path, target_path: str | None = None) -> Path:
@@ -137,6 +153,7 @@ def load_manifest(path: Path) -> Manifest:
         dbt_version=str(metadata.get("dbt_version", "")),
         adapter_type=metadata.get("adapter_type"),
         models=models,
+        graph=DbtGraph.from_manifest(data),
     )
 
 
@@ -172,6 +189,7 @@ def _model(node: dict[str, Any], unique_tested: frozenset[str]) -> ModelNode:
         for name, col in (node.get("columns") or {}).items()
     }
     tags = tuple(dict.fromkeys([*(node.get("tags") or []), *(config.get("tags") or [])]))
+    graph = graph_node(node)
     return ModelNode(
         unique_id=str(node.get("unique_id")),
         name=str(node.get("name")),
@@ -185,4 +203,9 @@ def _model(node: dict[str, Any], unique_tested: frozenset[str]) -> ModelNode:
         voyado=voyado,
         declared_columns=columns,
         unique_tested_columns=unique_tested,
+        package_name=graph.package_name,
+        fqn=graph.fqn,
+        original_file_path=graph.original_file_path,
+        depends_on=tuple(str(p) for p in (node.get("depends_on") or {}).get("nodes") or ()),
+        config=config,
     )
