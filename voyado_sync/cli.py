@@ -61,8 +61,15 @@ def _project_options(func: F) -> F:
             "-s",
             "select",
             multiple=True,
-            help="Model names and tag:NAME, space or comma separated (default: every model "
-            "with meta.voyado).",
+            help="dbt's node selection: names, tag:, path:, fqn:, config.KEY:VALUE, +/@ graph "
+            "operators; a space means or, a comma means and (default: every model with "
+            "meta.voyado).",
+        ),
+        click.option(
+            "--exclude",
+            "exclude",
+            multiple=True,
+            help="Models to leave out, in the same grammar as --select.",
         ),
     ]
     for option in reversed(options):
@@ -77,16 +84,19 @@ def _options(
     target: str | None,
     target_path: str | None,
     select: tuple[str, ...],
+    exclude: tuple[str, ...] = (),
     **more: Any,
 ) -> RunOptions:
     from voyado_sync.settings import RunOptions
 
+    # One selector for every command: each -s may hold several space-separated criteria.
     return RunOptions(
         project_dir=project_dir,
         profiles_dir=profiles_dir,
         target=target,
         target_path=target_path,
         select=select,
+        exclude=exclude,
         **more,
     )
 
@@ -308,6 +318,7 @@ def run(
     target: str | None,
     target_path: str | None,
     select: tuple[str, ...],
+    exclude: tuple[str, ...],
     dry_run: bool,
     as_json: bool,
     base_url: str | None,
@@ -328,6 +339,7 @@ def run(
                 target=target,
                 target_path=target_path,
                 select=select,
+                exclude=exclude,
                 dry_run=dry_run,
                 state_schema=state_schema,
                 base_url=base_url,
@@ -411,6 +423,7 @@ def validate(
     target: str | None,
     target_path: str | None,
     select: tuple[str, ...],
+    exclude: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Check every meta.voyado block against Voyado's rules and the built models. Offline."""
@@ -424,6 +437,7 @@ def validate(
                 target=target,
                 target_path=target_path,
                 select=select,
+                exclude=exclude,
             )
         )
     if as_json:
@@ -444,6 +458,7 @@ def rejected(
     target: str | None,
     target_path: str | None,
     select: tuple[str, ...],
+    exclude: tuple[str, ...],
     as_json: bool,
     state_schema: str,
 ) -> None:
@@ -458,6 +473,7 @@ def rejected(
             target=target,
             target_path=target_path,
             select=select,
+            exclude=exclude,
             state_schema=state_schema,
         )
         # The same selection as every other command (tag:, several names, ...).

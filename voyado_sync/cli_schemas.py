@@ -53,6 +53,7 @@ def _options(
     target: str | None,
     target_path: str | None,
     select: tuple[str, ...],
+    exclude: tuple[str, ...],
     base_url: str | None,
     state_schema: str = settings.DEFAULT_STATE_SCHEMA,
 ) -> RunOptions:
@@ -64,6 +65,7 @@ def _options(
         target=target,
         target_path=target_path,
         select=select,
+        exclude=exclude,
         base_url=base_url,
         state_schema=state_schema,
     )
@@ -99,6 +101,7 @@ def list_command(
     target: str | None,
     target_path: str | None,
     select: tuple[str, ...],
+    exclude: tuple[str, ...],
     base_url: str | None,
     as_json: bool,
 ) -> None:
@@ -111,6 +114,7 @@ def list_command(
         target=target,
         target_path=target_path,
         select=select,
+        exclude=exclude,
         base_url=base_url,
     )
     try:
@@ -159,6 +163,7 @@ def diff_command(
     target: str | None,
     target_path: str | None,
     select: tuple[str, ...],
+    exclude: tuple[str, ...],
     base_url: str | None,
     as_json: bool,
 ) -> None:
@@ -175,6 +180,7 @@ def diff_command(
         target=target,
         target_path=target_path,
         select=select,
+        exclude=exclude,
         base_url=base_url,
     )
     try:
@@ -273,6 +279,7 @@ def push_command(
     target: str | None,
     target_path: str | None,
     select: tuple[str, ...],
+    exclude: tuple[str, ...],
     base_url: str | None,
     as_json: bool,
     state_schema: str,
@@ -294,6 +301,7 @@ def push_command(
         target=target,
         target_path=target_path,
         select=select,
+        exclude=exclude,
         base_url=base_url,
         state_schema=state_schema,
     )
@@ -402,6 +410,7 @@ def delete_command(
     target: str | None,
     target_path: str | None,
     select: tuple[str, ...],
+    exclude: tuple[str, ...],
     base_url: str | None,
     as_json: bool,
     state_schema: str,
@@ -422,6 +431,7 @@ def delete_command(
         target=target,
         target_path=target_path,
         select=select,
+        exclude=exclude,
         base_url=base_url,
         state_schema=state_schema,
     )

@@ -34,7 +34,7 @@ def load_manifest_of(options: RunOptions) -> Manifest:
 
 def select_nodes(manifest: Manifest, options: RunOptions) -> list[ModelNode]:
     """The models ``--select``/``--exclude`` name (every ``meta.voyado`` model by default)."""
-    return manifest.select(options.select)
+    return manifest.select(options.select, exclude=options.exclude)
 
 
 def load_project(options: RunOptions) -> Project:
