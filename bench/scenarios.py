@@ -184,7 +184,7 @@ def fill_ledger(project: Project, db: Path, select: str) -> Any:
     try:
         model = resolve_models(
             load_project(RunOptions(project_dir=project.project_dir, select=(select,))), wh
-        )[0]
+        ).models[0]
         ledger = Ledger(wh)
         ledger.ensure()
         source = diff.table(

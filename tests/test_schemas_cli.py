@@ -62,7 +62,7 @@ def _generate(project_dir: Path) -> dict[str, Any]:
     project = load_project(options)
     warehouse = open_warehouse(options)
     try:
-        (model,) = resolve_models(project, warehouse)
+        (model,) = resolve_models(project, warehouse).models
     finally:
         warehouse.close()
     return model.schema_body()

@@ -369,6 +369,8 @@ def _print_summary(result: Any) -> None:
         )
         if m.waiting:
             line += f", {m.waiting} waiting for their contact"
+        if m.not_sent:
+            line += f", {m.not_sent} not sent (the run stopped first; sent on the next run)"
         if m.previously_rejected:
             line += f", {m.previously_rejected} rejected earlier (unchanged, skipped)"
         click.echo(line)

@@ -58,6 +58,9 @@ class Status(StrEnum):
     """Not stored in Voyado; sent again on the next run."""
     CONTACT_NOT_FOUND = "contact_not_found"
     """Waiting for its contact to exist in Voyado; looked up again on later runs."""
+    NOT_SENT = "not_sent"
+    """Journaled, but the run stopped before its request left: sent on the next run. Not a
+    failure: nothing was tried."""
 
 
 class RunStatus(StrEnum):
@@ -70,7 +73,7 @@ class RunStatus(StrEnum):
 
 
 #: Statuses whose rows are sent again on the next run without any change.
-RETRYABLE = (Status.FAILED, Status.CONTACT_NOT_FOUND)
+RETRYABLE = (Status.FAILED, Status.CONTACT_NOT_FOUND, Status.NOT_SENT)
 #: Statuses ``voyado-sync rejected`` lists.
 PROBLEMS = (Status.REJECTED, Status.FAILED, Status.CONTACT_NOT_FOUND, Status.IN_FLIGHT)
 STALE_LOCK_SECONDS = 15 * 60
@@ -248,6 +251,15 @@ class Delivery:
             reason=reason,
             http_status=http_status,
             error_code="ContactNotFound",
+        )
+
+    def not_sent(self, *, now: str) -> Delivery:
+        """The run stopped before the request left: as if never journaled, sent next run."""
+        return self._to(
+            Status.NOT_SENT,
+            now,
+            reason="not sent: the run stopped before this request left; sent on the next run",
+            request_body=None,
         )
 
     def unknown(

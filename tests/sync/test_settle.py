@@ -55,7 +55,7 @@ POST_TABLE: list[tuple[str, object, tuple[Any, ...]]] = [
         Failed("timeout", maybe_delivered=True),
         (Status.IN_FLIGHT, "failed", None, True, None, None),
     ),
-    ("interrupted before send", None, (Status.FAILED, "failed", None, True, None, None)),
+    ("interrupted before send", None, (Status.NOT_SENT, "not_sent", None, False, None, None)),
     (
         "401",
         FatalApiError("Voyado rejected the API key (401)", status=401),

@@ -82,6 +82,7 @@ async def _send_pending(
     plan: Plan, model: InteractionModel, res: ModelResult, staged: stage.Staged
 ) -> None:
     builder = PayloadBuilder(model)
+    handled_before = _handled(res)
     _report(plan, model, 0, staged.keys)
     outstanding: list[tuple[list[Prepared], list[asyncio.Task[object]]]] = []
     after = 0
@@ -123,6 +124,9 @@ async def _send_pending(
                 plan.stop.set()
                 errors.append(exc)
         _report(plan, model, done, staged.keys)
+        # Every pending row is accounted for: what the run did not reach is not sent, like
+        # the rows it journaled and never sent.
+        res.not_sent = max(0, staged.rows - (_handled(res) - handled_before))
         if errors:
             raise errors[0]
 
@@ -233,6 +237,10 @@ async def _settle_page(
     if fatal is not None:
         raise fatal
     return len(prepared)
+
+
+def _handled(res: ModelResult) -> int:
+    return res.sent + res.rejected + res.failed + res.waiting
 
 
 def _report(plan: Plan, model: InteractionModel, done: int, total: int) -> None:

@@ -29,6 +29,9 @@ class ModelResult:
     rejected: int = 0
     failed: int = 0
     waiting: int = 0
+    #: Pending rows this run did not send because it stopped first (journaled or not yet
+    #: read): not failures, sent on the next run.
+    not_sent: int = 0
     previously_rejected: int = 0
     reconciled: int = 0
     schema_created: bool = False
@@ -39,6 +42,8 @@ class ModelResult:
     #: Cached contact ids dropped because Voyado answered a POST with 404 ContactNotFound.
     invalidated: int = 0
     error: str | None = None
+    #: The configuration problems that kept this model from syncing ({model, key, message}).
+    problems: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -71,6 +76,7 @@ class ModelResult:
             "rejected": self.rejected,
             "failed": self.failed,
             "contact_not_found": self.waiting,
+            "not_sent": self.not_sent,
             "previously_rejected": self.previously_rejected,
             "reconciled": self.reconciled,
             "schema_created": self.schema_created,
@@ -80,6 +86,8 @@ class ModelResult:
             "contact_ids_invalidated": self.invalidated,
             "error": self.error,
         }
+        if self.problems:
+            out["problems"] = self.problems
         if self.samples:
             out["samples"] = self.samples
         if self.reasons:
@@ -93,13 +101,21 @@ class SyncResult:
 
     run_id: str
     dry_run: bool
-    models: list[ModelResult]
+    #: The models that ran.
+    synced: list[ModelResult]
     warehouse: str = ""
     interrupted: bool = False
     fatal: str | None = None
     #: The error class of ``fatal`` (the ``kind`` of the JSON error envelope).
     fatal_kind: str | None = None
     requests: dict[str, Any] = field(default_factory=dict)
+    #: Selected models with a configuration problem: reported, not synced (exit code 2).
+    broken: list[ModelResult] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[ModelResult]:
+        """Every selected model: those that ran, then those that could not."""
+        return [*self.synced, *self.broken]
 
     @property
     def exit_code(self) -> int:

@@ -17,15 +17,17 @@ from __future__ import annotations
 import asyncio
 
 from voyado_sync import __version__
-from voyado_sync.exceptions import FatalApiError, error_kind
+from voyado_sync.exceptions import ConfigProblem, FatalApiError, VoyadoSyncError, error_kind
 from voyado_sync.project import Project, load_project, open_warehouse, resolve_models
 from voyado_sync.settings import RunOptions, VoyadoConnection, check_rate, connection_from_env
 from voyado_sync.spec import InteractionModel
 from voyado_sync.state import Ledger, RunStatus, new_run_id, utc_now
+from voyado_sync.sync import stage
 from voyado_sync.sync.contacts import ContactResolver, OfflineResolver
 from voyado_sync.sync.deliver import DrySender, VoyadoSender
 from voyado_sync.sync.lifecycle import Stop, WarehouseThread, signals_to
 from voyado_sync.sync.pipeline import Plan, sync_model
+from voyado_sync.sync.preflight import unreachable
 from voyado_sync.sync.prepare import JournalClock
 from voyado_sync.sync.recover import recover
 from voyado_sync.sync.result import ModelResult, ProgressCallback, SyncResult
@@ -64,13 +66,15 @@ async def _run(
 ) -> SyncResult:
     warehouse = await db(open_warehouse, options)
     opened.append(warehouse)
-    models = await db(resolve_models, project, warehouse)
+    resolved = await db(resolve_models, project, warehouse)
+    models = resolved.models
     ledger = Ledger(warehouse, schema=options.state_schema)
     result = SyncResult(
         run_id=new_run_id(),
         dry_run=options.dry_run,
-        models=[ModelResult(m.model, m.schema_id) for m in models],
+        synced=[ModelResult(m.model, m.schema_id) for m in models],
         warehouse=warehouse.description,
+        broken=[_broken(project, name, found) for name, found in resolved.broken.items()],
     )
     if connection is None:
         await _dry_run(options, ledger, db, stop, models, result)
@@ -92,10 +96,16 @@ async def _run(
         )
         async with client:
             try:
-                await _real_run(options, ledger, db, stop, client, models, result, progress)
+                why = await unreachable(connection.base_url)
+                if why:
+                    result.fatal, result.fatal_kind = why, "RetryableApiError"
+                else:
+                    await _real_run(options, ledger, db, stop, client, models, result, progress)
             except FatalApiError as exc:
                 result.fatal, result.fatal_kind = str(exc), error_kind(exc)
             result.requests = client.stats.as_dict()
+        if result.fatal:
+            await _count_untouched(ledger, db, models, result)
         result.interrupted = stop.is_set
         status = (
             RunStatus.FAILED
@@ -125,7 +135,7 @@ async def _real_run(
     progress: ProgressCallback | None,
 ) -> None:
     # Check every schema before sending anything: drift stops only its model.
-    for model, res in zip(models, result.models, strict=True):
+    for model, res in zip(models, result.synced, strict=True):
         check = await check_schema(client, model)
         res.schema_created, res.error = check.created, check.error
     claimed: set[str] = set()
@@ -144,7 +154,7 @@ async def _real_run(
         clock=JournalClock(),
         progress=progress,
     )
-    for model, res in zip(models, result.models, strict=True):
+    for model, res in zip(models, result.synced, strict=True):
         if res.error or stop.is_set:
             continue
         await _recover(ledger, db, client, claimed, model, res)
@@ -182,7 +192,7 @@ async def _dry_run(
     send: SELECTs only, no DDL, no writes, no HTTP."""
     exists = await db(ledger.exists)
     now = utc_now()
-    for model, res in zip(models, result.models, strict=True):
+    for model, res in zip(models, result.synced, strict=True):
         sender = DrySender()
         plan = Plan(
             ledger=ledger,
@@ -199,6 +209,43 @@ async def _dry_run(
         )
         await sync_model(plan, model, res)
         res.samples = sender.samples
+
+
+async def _count_untouched(
+    ledger: Ledger, db: WarehouseThread, models: list[InteractionModel], result: SyncResult
+) -> None:
+    """After a run stopped before some models were staged, their real row counts (SELECTs
+    only), so that the summary never says "0 rows" for a model of 63."""
+    exists = await db(ledger.exists)
+    for model, res in zip(models, result.synced, strict=True):
+        if res.selected or res.error:
+            continue
+        try:
+            staged = await db(
+                stage.preview, ledger, model, retry_rejected=False, ledger_exists=exists
+            )
+        except VoyadoSyncError:
+            continue  # the counts are a courtesy: never hide the error that stopped the run
+        res.selected = staged.selected
+        res.already_sent = staged.already_sent
+        res.previously_rejected = staged.previously_rejected
+
+
+def _broken(project: Project, name: str, problems: list[ConfigProblem]) -> ModelResult:
+    """A model with a configuration problem: reported and skipped, the others sync."""
+    node = next((n for n in project.manifest.models if n.name == name), None)
+    raw = node.voyado if node is not None else None
+    schema_id = raw.get("schema_id") if isinstance(raw, dict) else None
+    text = "; ".join(
+        (f"key {p.key}: {p.message}" if p.key else p.message) if p.model == name else str(p)
+        for p in problems
+    )
+    return ModelResult(
+        name,
+        schema_id if isinstance(schema_id, str) else "",
+        error=f"not synced: {text}",
+        problems=[{"model": p.model, "key": p.key, "message": p.message} for p in problems],
+    )
 
 
 def _page_size(options: RunOptions) -> int:

@@ -100,7 +100,7 @@ def sent_outcome(item: Prepared, outcome: object, *, run_id: str, now: str) -> S
     if isinstance(outcome, BaseException):
         return None
     if outcome is None:
-        return Settled(journal.failed("not sent: the run was interrupted", now=now), "failed")
+        return Settled(journal.not_sent(now=now), "not_sent")
     if isinstance(outcome, WouldSend):
         return Settled(journal, "sent")
     if isinstance(outcome, Delivered):
