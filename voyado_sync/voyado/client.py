@@ -333,7 +333,8 @@ class VoyadoClient:
     ) -> DeliveryOutcome:
         """POST one interaction so that it is stored exactly once.
 
-        * 2xx: ``Delivered(id)``; 429: pause (see ``RateLimiter``) and resend, which is safe as
+        * 2xx with an interaction id: ``Delivered(id)``; a 2xx without one is
+          ``Failed(maybe_delivered=True)`` (see ``_not_voyados_answer``); 429: pause (see ``RateLimiter``) and resend, which is safe as
           Voyado did not process it, without spending an attempt.
         * The request never left (connect error, pool timeout): back off and resend.
         * Unknown outcome (5xx, read/write timeout, dropped connection): back off, then list
@@ -372,8 +373,9 @@ class VoyadoClient:
                 status = resp.status_code
                 if 200 <= status < 300:
                     interaction_id = _interaction_id(resp)
-                    if interaction_id:
-                        claimed.add(interaction_id)
+                    if not interaction_id:
+                        return self._not_voyados_answer(resp)
+                    claimed.add(interaction_id)
                     return Delivered(interaction_id)
                 if status == 429:
                     try:
@@ -425,6 +427,33 @@ class VoyadoClient:
                     error_code=code,
                 )
             self.stats.retries += 1
+
+    def _not_voyados_answer(self, resp: httpx.Response) -> Failed:
+        """A 2xx to a POST that carries no interaction id: an unknown outcome, kept in flight.
+
+        Voyado answers a stored interaction with its id. A 2xx without one (``200 text/html``
+        from a WAF or a captive portal, JSON without ``id``, a 204) is not Voyado's answer, so
+        it proves nothing either way: a proxy may have passed the POST on and replaced the
+        answer (the interaction is stored), or blocked it (nothing is stored).
+
+        * Counting it as delivered could lose the row (the WAF blocked it) and would put an
+          empty interaction id in the ledger.
+        * Resending at once could store it twice (the proxy passed it on).
+        * Listing now, as after a 5xx, would ask the same middlebox, whose answer is no more
+          Voyado's than this one.
+
+        So the row is ``Failed(maybe_delivered=True)``: it stays in flight and is reconciled
+        (``find_delivered``) before it is ever sent again, which can neither lose nor
+        duplicate it.
+        """
+        kind = resp.headers.get("Content-Type", "no Content-Type").split(";")[0].strip()
+        return Failed(
+            f"Voyado's answer to the POST (HTTP {resp.status_code}, {self._redact(kind)[:80]}) "
+            "carries no interaction id: not Voyado's answer (a proxy, WAF or portal?); "
+            "the interaction may or may not be stored, so it is left to be reconciled",
+            status=resp.status_code,
+            maybe_delivered=True,
+        )
 
     async def find_delivered(self, body: Mapping[str, Any], *, claimed: set[str]) -> str | None:
         """The id of a stored interaction matching ``body`` and not in ``claimed``, or None.
@@ -789,8 +818,8 @@ def _interaction_id(resp: httpx.Response) -> str:
     if isinstance(data, Mapping):
         for key in ("id", "interactionId"):
             value = data.get(key)
-            if isinstance(value, str) and value:
-                return value
+            if isinstance(value, str) and value.strip():
+                return value.strip()
     return ""
 
 

@@ -40,7 +40,8 @@ class Delivered:
 
     ``reconciled`` is true when the POST's outcome was unknown (5xx, timeout, dropped
     connection) and the interaction was then found by listing the contact's interactions.
-    ``interaction_id`` is ``""`` in the unlikely case that a 2xx answer carried no id.
+    ``interaction_id`` is never empty: a 2xx without an id is not Voyado's answer and comes
+    back as ``Failed(maybe_delivered=True)``.
     """
 
     interaction_id: str
