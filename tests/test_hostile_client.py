@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.hostile import HostileVoyado, Reply, html_200, json_reply
+from voyado_sync.exceptions import ApiError, ContactGone, ListingUnavailable
 from voyado_sync.voyado import Delivered, Failed, RetryPolicy, VoyadoClient
 
 T = TypeVar("T")
@@ -69,3 +70,137 @@ def test_a_2xx_without_an_interaction_id_is_an_unknown_outcome_not_a_delivery(
     assert isinstance(outcome, Failed)
     assert outcome.maybe_delivered, "the row must stay in flight and be reconciled"
     assert outcome.status == reply.status
+
+
+# -- 2. what a listing's 404 and 500 mean --------------------------------------------------------
+
+
+def _find(voyado: HostileVoyado, body: dict[str, Any] | None = None, **kw: Any) -> Any:
+    async def main() -> Any:
+        async with client(voyado, **kw) as voyado_client:
+            return await voyado_client.find_delivered(dict(body or BODY), claimed=set())
+
+    return main()
+
+
+def test_a_listing_404_with_contact_not_found_means_the_contact_is_gone() -> None:
+    async def main() -> None:
+        async with HostileVoyado() as voyado:
+            voyado.listings = [json_reply(404, {"errorCode": "ContactNotFound", "message": "x"})]
+            with pytest.raises(ContactGone) as info:
+                await _find(voyado)
+            assert info.value.status == 404
+            assert info.value.error_code == "ContactNotFound"
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(404, "<html><h1>Not Found</h1>nginx</html>", content_type="text/html"),
+        json_reply(404, {"errorCode": "InteractionSchemaNotFound"}),
+        json_reply(404, {"message": "Resource not found"}),
+        Reply(404, b""),
+    ],
+    ids=["html", "another-code", "no-code", "empty"],
+)
+def test_a_listing_404_without_voyados_code_is_unknown_not_a_gone_contact(reply: Reply) -> None:
+    async def main() -> None:
+        async with HostileVoyado() as voyado:
+            voyado.listings = [reply]
+            with pytest.raises(ApiError) as info:
+                await _find(voyado)
+            # The engine reads status 404 as "contact gone, send again": a duplicate per run.
+            assert info.value.status != 404
+            assert not isinstance(info.value, ContactGone)
+            assert isinstance(info.value, ListingUnavailable)
+            assert info.value.cause == "not-voyado-404"
+            assert info.value.observed_status == 404
+
+    run(main())
+
+
+def test_a_listing_500_is_could_not_check() -> None:
+    async def main() -> None:
+        async with HostileVoyado() as voyado:
+            voyado.listings = [json_reply(500, {"message": "An error has occurred"})] * 3
+            with pytest.raises(ListingUnavailable) as info:
+                await _find(voyado)
+            assert info.value.observed_status == 500
+            assert info.value.cause == "retries-exhausted"
+            assert voyado.count("GET", "/api/v3/interactions") == 3
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [html_200(), json_reply(200, {"unexpected": []}), json_reply(200, "a string")],
+    ids=["html-200", "unknown-object", "json-string"],
+)
+def test_a_listing_that_is_not_a_listing_is_could_not_check_not_empty(reply: Reply) -> None:
+    async def main() -> None:
+        async with HostileVoyado() as voyado:
+            voyado.listings = [reply]
+            # Taken as an empty listing, the row would be sent again: a duplicate.
+            with pytest.raises(ListingUnavailable):
+                await _find(voyado)
+
+    run(main())
+
+
+# -- 3. every listing shape and paging scheme ----------------------------------------------------
+
+
+def _rows(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            **BODY,
+            "createdDate": f"2025-09-03T07:{i // 60:02d}:{i % 60:02d}.000Z",
+            "payload": {"rating": i % 5, "sku": f"SKU-{i}", "verified": True},
+        }
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("shape", ["items_links", "data", "bare", "next_page", "next_page_url"])
+@pytest.mark.parametrize("page_size", [7, 50])
+def test_every_listing_shape_and_paging_scheme_is_read_to_the_end(
+    shape: str, page_size: int
+) -> None:
+    rows = _rows(120)
+
+    async def main() -> None:
+        async with HostileVoyado(shape=shape, page_size=page_size) as voyado:
+            ids = [voyado.store(row) for row in rows]
+            async with client(voyado) as voyado_client:
+                listed = await voyado_client.list_interactions(CONTACT, "product_review")
+                assert sorted(x["id"] for x in listed) == sorted(ids)
+                # The oldest and the newest, wherever the shape puts them.
+                claimed: set[str] = set()
+                for row, wanted in ((rows[0], ids[0]), (rows[-1], ids[-1])):
+                    assert await voyado_client.find_delivered(row, claimed=claimed) == wanted
+
+    run(main())
+
+
+def test_endless_paging_is_bounded_with_a_clear_error() -> None:
+    async def main() -> None:
+        async with HostileVoyado() as voyado:
+            pages = iter(range(10**6))
+
+            def endless(request: Any) -> Reply | None:
+                if request.path != "/api/v3/interactions":
+                    return None
+                token = next(pages)
+                href = f"/api/v3/interactions?contactId={CONTACT}&continuation=t{token}"
+                return json_reply(200, {"items": [], "links": [{"rel": "next", "href": href}]})
+
+            voyado.hook = endless
+            with pytest.raises(ListingUnavailable, match="more than 200 pages") as info:
+                await _find(voyado)
+            assert info.value.cause == "too-many-pages"
+            assert voyado.count("GET", "/api/v3/interactions") == 200
+
+    run(main())

@@ -10,6 +10,9 @@
     │   └── LockError               another run holds the ledger's lock (exit 2)
     └── ApiError                    Voyado answered in a way the caller must handle
         ├── RetryableApiError       429, 502/503/504, network trouble: wait and try again
+        │   ├── ListingUnavailable  a listing could not be read: keep the row in flight
+        │   └── ClientStopped       the client was stopped (``VoyadoClient.stop``)
+        ├── ContactGone             the listing says 404 ContactNotFound: the contact is gone
         └── FatalApiError           401/403 and the like: stop the whole run at once (exit 2)
 
 ``RowRejected`` is not an error of the run: it marks one row as not sendable (bad payload,
@@ -95,6 +98,48 @@ class ApiError(VoyadoSyncError):
 
 class RetryableApiError(ApiError):
     """A transient answer (429, 502/503/504, network): the same request may succeed later."""
+
+
+class ListingUnavailable(RetryableApiError):
+    """A contact's interactions could not be listed, so whether a row is stored is unknown.
+
+    Raised by ``VoyadoClient.list_interactions`` / ``find_delivered`` for every failure other
+    than 401/403 (``FatalApiError``) and 404 ``ContactNotFound`` (``ContactGone``): 5xx,
+    429 or network trouble past the retry budget, a 404 without Voyado's error code, an
+    answer that is not JSON or of a shape not recognised, paging that does not end, an echo the
+    matcher cannot decide on. The row must stay in flight: neither resent nor given up.
+
+    ``cause`` is a short machine-readable word (``"server-error"``, ``"not-voyado-404"``,
+    ``"http-error"``, ``"retries-exhausted"``, ``"not-json"``, ``"unknown-shape"``,
+    ``"too-many-pages"``, ``"repeated-page"``, ``"undecidable-echo"``, ``"stopped"``);
+    ``observed_status`` is the HTTP status seen, if any. ``status`` is the same except for a
+    404 without Voyado's code, where it is None: that 404 is not Voyado's answer, and callers
+    that read ``status == 404`` as "the contact is gone" must not take it for one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cause: str,
+        observed_status: int | None = None,
+        error_code: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        self.cause = cause
+        self.observed_status = observed_status
+        status = None if observed_status == 404 else observed_status
+        super().__init__(message, status=status, error_code=error_code, body=body)
+
+
+class ClientStopped(RetryableApiError):
+    """``VoyadoClient.stop()`` was called: no new request starts and waits end at once."""
+
+
+class ContactGone(ApiError):
+    """The listing answered 404 with Voyado's ``ContactNotFound``: the contact does not exist
+    (merged or deleted), so nothing can be stored under it any more. ``status`` is 404 and
+    ``error_code`` ``"ContactNotFound"``."""
 
 
 class FatalApiError(ApiError):

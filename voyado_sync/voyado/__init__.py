@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from voyado_sync.exceptions import ClientStopped, ContactGone, ListingUnavailable
 from voyado_sync.voyado.client import LOOKUP_KEYS, RetryPolicy, VoyadoClient
 from voyado_sync.voyado.models import (
     ContactAmbiguous,
@@ -21,13 +22,16 @@ from voyado_sync.voyado.reconcile import find_match, matches
 
 __all__ = [
     "LOOKUP_KEYS",
+    "ClientStopped",
     "ContactAmbiguous",
     "ContactFound",
+    "ContactGone",
     "ContactInvalid",
     "ContactNotFound",
     "Delivered",
     "DeliveryOutcome",
     "Failed",
+    "ListingUnavailable",
     "LookupOutcome",
     "RateLimiter",
     "Rejected",

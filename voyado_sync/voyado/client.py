@@ -31,7 +31,14 @@ from urllib.parse import quote
 import httpx
 
 from voyado_sync import __version__
-from voyado_sync.exceptions import ApiError, FatalApiError, RetryableApiError
+from voyado_sync.exceptions import (
+    ApiError,
+    ClientStopped,
+    ContactGone,
+    FatalApiError,
+    ListingUnavailable,
+    RetryableApiError,
+)
 from voyado_sync.voyado.models import (
     ContactAmbiguous,
     ContactFound,
@@ -78,7 +85,6 @@ _NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
 # An error code that no amount of retrying fixes, even though it comes with a 500.
 _CONFIG_ERROR_CODES = frozenset({"InvalidSystemConfiguration"})
 _MAX_BODY = 500
-_MAX_PAGES = 10_000
 # Where _send leaves the time the limiter let a request go (Response.extensions).
 _SENT_AT = "voyado_sync.sent_at"
 
@@ -144,7 +150,7 @@ class VoyadoClient:
     ``concurrency`` bounds the exchanges in flight and sizes the connection pool; ``timeout``
     applies to connect, read, write and pool waits alike. ``transport`` is for tests
     (``httpx.MockTransport``), as are ``sleep``, ``clock`` and ``random``, which drive every
-    back-off and pause.
+    back-off and pause. ``max_list_pages`` bounds one listing (``ListingUnavailable`` past it).
     """
 
     def __init__(
@@ -162,6 +168,7 @@ class VoyadoClient:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
+        max_list_pages: int = 200,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -172,6 +179,9 @@ class VoyadoClient:
             raise ValueError("api_key is empty")
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if max_list_pages < 1:
+            raise ValueError(f"max_list_pages must be at least 1, got {max_list_pages}")
+        self.max_list_pages = max_list_pages
         self.base_url = str(url).rstrip("/")
         self._key = _Secret(api_key.strip())
         self.retry = retry
@@ -333,9 +343,10 @@ class VoyadoClient:
     ) -> DeliveryOutcome:
         """POST one interaction so that it is stored exactly once.
 
-        * 2xx with an interaction id: ``Delivered(id)``; a 2xx without one is
-          ``Failed(maybe_delivered=True)`` (see ``_not_voyados_answer``); 429: pause (see ``RateLimiter``) and resend, which is safe as
-          Voyado did not process it, without spending an attempt.
+        * 2xx with an interaction id: ``Delivered(id)``. A 2xx without one is
+          ``Failed(maybe_delivered=True)``, not sent again (see ``_not_voyados_answer``).
+        * 429: pause (see ``RateLimiter``) and resend, which is safe as Voyado did not
+          process it, without spending an attempt.
         * The request never left (connect error, pool timeout): back off and resend.
         * Unknown outcome (5xx, read/write timeout, dropped connection): back off, then list
           the contact's interactions of the schema; a match is ``Delivered(id,
@@ -446,9 +457,8 @@ class VoyadoClient:
         (``find_delivered``) before it is ever sent again, which can neither lose nor
         duplicate it.
         """
-        kind = resp.headers.get("Content-Type", "no Content-Type").split(";")[0].strip()
         return Failed(
-            f"Voyado's answer to the POST (HTTP {resp.status_code}, {self._redact(kind)[:80]}) "
+            f"Voyado's answer to the POST (HTTP {resp.status_code}, {self._content_type(resp)}) "
             "carries no interaction id: not Voyado's answer (a proxy, WAF or portal?); "
             "the interaction may or may not be stored, so it is left to be reconciled",
             status=resp.status_code,
@@ -489,38 +499,118 @@ class VoyadoClient:
         return out
 
     async def list_interactions(self, contact_id: str, schema_id: str) -> list[dict[str, Any]]:
-        """Every interaction of one contact and schema, following continuation links."""
+        """Every interaction of one contact and schema, in the order Voyado gives them.
+
+        Reads every shape seen for ``GET /api/v3/interactions?contactId=&schemaId=``: a bare
+        array; ``{"items": [...]}`` or ``{"data": [...]}`` (either order: nothing here assumes
+        newest or oldest first); the next page from ``links`` (``rel: next``, or a link with a
+        ``continuation`` token), from ``links: {"next": ...}``, or from ``nextPage`` /
+        ``next`` / ``nextLink`` / ``@odata.nextLink`` / ``continuationToken`` (a URL or path is
+        followed on our own base URL, a bare token is sent back as ``continuation``, a number
+        as ``page``). No page size is assumed: paging ends when no next page is named.
+
+        Raises:
+            ContactGone: 404 with Voyado's ``ContactNotFound``: the contact does not exist.
+            ListingUnavailable: anything else that keeps us from reading the whole listing
+                (5xx/429/network past the retry budget, a 404 without Voyado's code, not JSON,
+                an unknown shape, more than ``max_list_pages`` pages, a page repeated).
+            FatalApiError: 401/403/407 or a redirect.
+        """
         what = "list interactions"
         params: dict[str, str] = {"contactId": contact_id, "schemaId": schema_id}
         path = _INTERACTIONS
         items: list[dict[str, Any]] = []
         seen: set[str] = set()
-        for _ in range(_MAX_PAGES):
-            resp = await self._idempotent("interaction_list", "GET", path, params=params, what=what)
-            if resp.status_code >= 400:
-                raise self._api_error(resp, what)
-            data = self._json(resp, what)
-            page: Any
-            links: Any
-            if isinstance(data, list):
-                page, links = data, []
-            elif isinstance(data, Mapping):
-                page = data.get("items") or []
-                links = data.get("links") or []
-            else:
-                page, links = [], []
-            if not isinstance(page, list):
-                raise ApiError(f"Could not {what}: 'items' is not a list", status=resp.status_code)
-            items.extend(x for x in page if isinstance(x, dict))
-            nxt = _next_page(links, contact_id, schema_id)
+        for _ in range(self.max_list_pages):
+            try:
+                resp = await self._idempotent(
+                    "interaction_list", "GET", path, params=params, what=what
+                )
+            except ClientStopped:
+                raise
+            except RetryableApiError as exc:
+                raise ListingUnavailable(
+                    f"Could not check Voyado's interactions: {exc}",
+                    cause="retries-exhausted",
+                    observed_status=exc.status,
+                    error_code=exc.error_code,
+                    body=exc.body,
+                ) from exc
+            status = resp.status_code
+            if status >= 300:
+                raise self._listing_error(resp)
+            try:
+                data = json.loads(resp.content) if resp.content.strip() else _NO_JSON
+            except ValueError:
+                data = _NO_JSON
+            if data is _NO_JSON:
+                raise ListingUnavailable(
+                    f"Could not check Voyado's interactions: the answer (HTTP {status}, "
+                    f"{self._content_type(resp)}) is not JSON, so not Voyado's",
+                    cause="not-json",
+                    observed_status=status,
+                    body=self._keep(resp.text),
+                )
+            page = _listing_page(data)
+            if page is None:
+                raise ListingUnavailable(
+                    "Could not check Voyado's interactions: the listing has a shape not "
+                    "recognised (no items, data or bare array)",
+                    cause="unknown-shape",
+                    observed_status=status,
+                    body=self._keep(resp.text),
+                )
+            items.extend(page)
+            nxt = _next_page(data, contact_id, schema_id)
             if nxt is None:
                 return items
             path, params = nxt
             token = f"{path}?{sorted(params.items())}"
             if token in seen:
-                raise RetryableApiError(f"Could not {what}: Voyado repeated a continuation token")
+                raise ListingUnavailable(
+                    "Could not check Voyado's interactions: Voyado named a page it had "
+                    "already given (it repeated a continuation token)",
+                    cause="repeated-page",
+                    observed_status=status,
+                )
             seen.add(token)
-        raise RetryableApiError(f"Could not {what}: more than {_MAX_PAGES} pages")
+        raise ListingUnavailable(
+            f"Could not check Voyado's interactions: more than {self.max_list_pages} pages "
+            f"for contact {contact_id} and schema {schema_id}",
+            cause="too-many-pages",
+        )
+
+    def _listing_error(self, resp: httpx.Response) -> ApiError:
+        status = resp.status_code
+        info = self._error_info(resp)
+        if status == 404 and (info.code or "").lower() == "contactnotfound":
+            return ContactGone(
+                f"Voyado has no contact with that id (404 ContactNotFound): {info.message}",
+                status=404,
+                error_code="ContactNotFound",
+                body=info.body,
+            )
+        if status == 404:
+            return ListingUnavailable(
+                "Could not check Voyado's interactions: a 404 without Voyado's ContactNotFound "
+                f"code ({_describe(status, info)}; {self._content_type(resp)}) is not proof "
+                "that the contact is gone",
+                cause="not-voyado-404",
+                observed_status=404,
+                error_code=info.code,
+                body=info.body,
+            )
+        return ListingUnavailable(
+            f"Could not check Voyado's interactions: Voyado answered {_describe(status, info)}",
+            cause="server-error" if status >= 500 else "http-error",
+            observed_status=status,
+            error_code=info.code,
+            body=info.body,
+        )
+
+    def _content_type(self, resp: httpx.Response) -> str:
+        kind = resp.headers.get("Content-Type", "no Content-Type").split(";")[0].strip()
+        return self._redact(kind)[:80]
 
     # --------------------------------------------------------------------------- contacts
 
@@ -877,14 +967,70 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _next_page(links: Any, contact_id: str, schema_id: str) -> tuple[str, dict[str, str]] | None:
-    """Path and params of the next page, from a ``links`` list, or None on the last page.
+_ITEM_KEYS = ("items", "data", "value", "interactions", "results")
+_NEXT_KEYS = ("nextPage", "next", "nextLink", "@odata.nextLink", "continuationToken")
+_NO_JSON = object()
 
-    Only the continuation token and the path are taken from the link: the request goes to our
-    own base URL, so the API key is never sent to a host named in a response.
-    """
-    if not isinstance(links, list):
+
+def _listing_page(data: Any) -> list[dict[str, Any]] | None:
+    """The interactions on one listing page, or None when the shape is not one we know."""
+    page: Any
+    if isinstance(data, list):
+        page = data
+    elif isinstance(data, Mapping):
+        key = next((k for k in _ITEM_KEYS if k in data), None)
+        if key is None:
+            return None
+        # .NET serialisers write an empty collection as null.
+        page = data[key] if data[key] is not None else []
+    else:
         return None
+    if not isinstance(page, list):
+        return None
+    return [x for x in page if isinstance(x, dict)]
+
+
+def _next_page(data: Any, contact_id: str, schema_id: str) -> tuple[str, dict[str, str]] | None:
+    """Path and params of the next listing page, or None on the last page.
+
+    Only the path and query are taken from a link: the request goes to our own base URL, so
+    the API key is never sent to a host named in a response.
+    """
+    if not isinstance(data, Mapping):
+        return None
+    links = data.get("links")
+    target: Any = None
+    if isinstance(links, list):
+        target = _next_link(links)
+    elif isinstance(links, Mapping):
+        target = links.get("next")
+    if target is None:
+        target = next((data[k] for k in _NEXT_KEYS if data.get(k) not in (None, "")), None)
+    if isinstance(target, Mapping):
+        target = target.get("href")
+    if target is None or target is False or target == "":
+        return None
+    params: dict[str, str]
+    if isinstance(target, bool):
+        return None
+    if isinstance(target, int):
+        params, path = {"page": str(target)}, _INTERACTIONS
+    elif isinstance(target, str) and ("/" in target or "?" in target):
+        href = httpx.URL(target)
+        params = dict(href.params.items())
+        if "continuation" in params and not params["continuation"]:
+            return None
+        path = href.path if href.path.startswith("/api/") else _INTERACTIONS
+    elif isinstance(target, str):
+        params, path = {"continuation": target}, _INTERACTIONS
+    else:
+        return None
+    params.setdefault("contactId", contact_id)
+    params.setdefault("schemaId", schema_id)
+    return path, params
+
+
+def _next_link(links: list[Any]) -> str | None:
     candidates = [x for x in links if isinstance(x, Mapping) and isinstance(x.get("href"), str)]
     chosen = next((x for x in candidates if str(x.get("rel", "")).lower() == "next"), None)
     if chosen is None:
@@ -896,13 +1042,4 @@ def _next_page(links: Any, contact_id: str, schema_id: str) -> tuple[str, dict[s
             ),
             None,
         )
-    if chosen is None:
-        return None
-    href = httpx.URL(chosen["href"])
-    params = dict(href.params.items())
-    if "continuation" in params and not params["continuation"]:
-        return None
-    params.setdefault("contactId", contact_id)
-    params.setdefault("schemaId", schema_id)
-    path = href.path if href.path.startswith("/api/") else _INTERACTIONS
-    return path, params
+    return None if chosen is None else str(chosen["href"])
