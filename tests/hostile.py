@@ -149,7 +149,7 @@ class HostileVoyado:
         return sum(1 for r in self.requests if r.method == method and r.path == path)
 
     def store(self, body: Interaction) -> str:
-        interaction_id = f"00000000-0000-4000-8000-{next(self._ids):012d}"
+        interaction_id = f"{next(self._ids):08x}-abcd-4ef0-8abc-deadbeef0000"
         self.stored.append({"id": interaction_id, **body})
         return interaction_id
 

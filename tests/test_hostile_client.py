@@ -204,3 +204,118 @@ def test_endless_paging_is_bounded_with_a_clear_error() -> None:
             assert voyado.count("GET", "/api/v3/interactions") == 200
 
     run(main())
+
+
+# -- 4. matching the echoes of a Voyado that reformats what it stored ----------------------------
+
+ECHO_BODY: dict[str, Any] = {
+    "contactId": CONTACT,
+    "schemaId": "product_review",
+    "createdDate": "2025-09-03T07:04:08.723Z",
+    "payload": {
+        "sku": "  Cafe\u0301 Jeans ",  # decomposed é, spaces around
+        "orderNumber": 12345678901234567,  # above 2**53
+        "price": 0.1234567891,
+        "quantity": 3,
+        "paid": True,
+    },
+}
+
+
+def _echo_payload(**changes: Any) -> Any:
+    def echo(item: dict[str, Any]) -> dict[str, Any]:
+        return {**item, "payload": {**item["payload"], **changes}}
+
+    return echo
+
+
+def _echo_date(value: str) -> Any:
+    return lambda item: {**item, "createdDate": value}
+
+
+ECHOES: list[tuple[str, Any]] = [
+    ("date-to-the-second", _echo_date("2025-09-03T07:04:08Z")),
+    ("date-rounded-to-the-second", _echo_date("2025-09-03T07:04:09Z")),
+    ("date-offset-7-digits", _echo_date("2025-09-03T07:04:08.7230000+00:00")),
+    ("strings-trimmed-and-nfc", _echo_payload(sku="Caf\u00e9 Jeans")),
+    ("big-int-through-a-double", _echo_payload(orderNumber=12345678901234568)),
+    ("big-int-as-a-float", _echo_payload(orderNumber=1.2345678901234568e16)),
+    ("float-rounded-to-4-places", _echo_payload(price=0.1235)),
+    ("float-truncated-to-6-digits", _echo_payload(price=0.123456)),
+    ("int-as-float", _echo_payload(quantity=3.0)),
+]
+
+
+@pytest.mark.parametrize("echo", [e[1] for e in ECHOES], ids=[e[0] for e in ECHOES])
+def test_an_unknown_outcome_is_recognised_however_voyado_echoes_it(echo: Any) -> None:
+    async def main() -> Any:
+        async with HostileVoyado(echo=echo) as voyado, client(voyado) as voyado_client:
+            voyado.posts = [Reply(503, {"message": "gateway"}, store=True)]
+            outcome = await voyado_client.deliver_interaction(dict(ECHO_BODY), claimed=set())
+            assert len(voyado.stored) == 1, "sent again: a duplicate"
+            return outcome, voyado.stored[0]["id"]
+
+    outcome, stored_id = run(main())
+    assert outcome == Delivered(stored_id, reconciled=True)
+
+
+ALIENS: list[tuple[str, Any]] = [
+    ("another-second", _echo_date("2025-09-03T07:04:10Z")),
+    ("another-ms", _echo_date("2025-09-03T07:04:08.725Z")),
+    ("price-off-in-its-last-digit", _echo_payload(price=0.1237)),
+    ("quantity", _echo_payload(quantity=4)),
+    ("another-string", _echo_payload(sku="Cafe Jeans")),
+]
+
+
+@pytest.mark.parametrize("echo", [e[1] for e in ALIENS], ids=[e[0] for e in ALIENS])
+def test_a_different_interaction_is_not_taken_for_ours(echo: Any) -> None:
+    async def main() -> None:
+        async with HostileVoyado(echo=echo) as voyado, client(voyado) as voyado_client:
+            other = voyado.store(dict(ECHO_BODY))  # another row's, as Voyado shows it
+            assert await voyado_client.find_delivered(dict(ECHO_BODY), claimed=set()) is None
+            assert other
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "local", ["2025-09-03T09:04:08.723", "2025-09-03T07:04:08.723", "2025-09-03T02:34:08"]
+)
+def test_a_created_date_without_offset_is_neither_matched_nor_resent(local: str) -> None:
+    async def main() -> Any:
+        echo = _echo_date(local)
+        async with HostileVoyado(echo=echo) as voyado, client(voyado) as voyado_client:
+            voyado.posts = [Reply(503, {"message": "gateway"}, store=True)]
+            outcome = await voyado_client.deliver_interaction(dict(ECHO_BODY), claimed=set())
+            assert len(voyado.stored) == 1, "sent again: a duplicate"
+            with pytest.raises(ListingUnavailable) as info:
+                await voyado_client.find_delivered(dict(ECHO_BODY), claimed=set())
+            assert info.value.cause == "undecidable-echo"
+            return outcome
+
+    outcome = run(main())
+    assert isinstance(outcome, Failed) and outcome.maybe_delivered
+
+
+def test_a_naive_date_in_no_time_zone_of_the_instant_is_another_interaction() -> None:
+    async def main() -> None:
+        echo = _echo_date("2025-09-03T09:11:08.723")  # +2:07 is no zone's offset
+        async with HostileVoyado(echo=echo) as voyado, client(voyado) as voyado_client:
+            voyado.store(dict(ECHO_BODY))
+            assert await voyado_client.find_delivered(dict(ECHO_BODY), claimed=set()) is None
+
+    run(main())
+
+
+def test_a_match_never_takes_a_claimed_id_whatever_its_case() -> None:
+    async def main() -> None:
+        async with HostileVoyado() as voyado, client(voyado) as voyado_client:
+            first = voyado.store(dict(ECHO_BODY))
+            claimed = {first.upper()}
+            assert await voyado_client.find_delivered(dict(ECHO_BODY), claimed=claimed) is None
+            second = voyado.store(dict(ECHO_BODY))
+            assert await voyado_client.find_delivered(dict(ECHO_BODY), claimed=claimed) == second
+            assert await voyado_client.find_delivered(dict(ECHO_BODY), claimed=claimed) is None
+
+    run(main())

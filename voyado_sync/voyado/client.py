@@ -54,7 +54,7 @@ from voyado_sync.voyado.models import (
     SchemaSummary,
 )
 from voyado_sync.voyado.pacing import RateLimiter
-from voyado_sync.voyado.reconcile import find_match
+from voyado_sync.voyado.reconcile import UndecidableEcho, find_match
 from voyado_sync.voyado.transport import Http11Transport
 
 __all__ = ["LOOKUP_KEYS", "RetryPolicy", "VoyadoClient"]
@@ -469,9 +469,17 @@ class VoyadoClient:
         """The id of a stored interaction matching ``body`` and not in ``claimed``, or None.
 
         For rows whose POST outcome is unknown (e.g. left in flight by a crashed run). The id
-        found is added to ``claimed``. Lists afresh on every call. Raises ``ApiError``
-        (``RetryableApiError`` for 429/5xx/network) when the listing cannot be read: the row
-        must then stay in flight, neither resent nor given up.
+        found is added to ``claimed``; an id already in ``claimed`` is never returned. Lists
+        afresh on every call. None means no listed interaction can be this row's.
+
+        Raises:
+            ContactGone: 404 ``ContactNotFound``: the contact does not exist any more.
+            ListingUnavailable: the outcome cannot be checked now (see ``list_interactions``;
+                also ``cause="undecidable-echo"`` when a listed interaction could be this
+                row's but its ``createdDate`` cannot be compared): keep the row in flight,
+                neither resent nor given up.
+            ClientStopped: after ``stop()``; keep the row in flight.
+            FatalApiError: 401/403/407.
         """
         found = await self.find_delivered_many([body], claimed=claimed)
         return found[0]
@@ -491,7 +499,12 @@ class VoyadoClient:
             key = (str(body["contactId"]), str(body["schemaId"]))
             if key not in listings:
                 listings[key] = await self.list_interactions(*key)
-            found = find_match(listings[key], body, exclude_ids=claimed)
+            try:
+                found = find_match(listings[key], body, exclude_ids=claimed)
+            except UndecidableEcho as exc:
+                raise ListingUnavailable(
+                    f"Could not check Voyado's interactions: {exc}", cause="undecidable-echo"
+                ) from None
             if found is not None:
                 claimed.add(found)
                 self.stats.reconciled += 1
