@@ -16,7 +16,14 @@ import pytest
 
 from tests.hostile import HostileVoyado, Reply, html_200, json_reply
 from voyado_sync.exceptions import ApiError, ContactGone, ListingUnavailable
-from voyado_sync.voyado import Delivered, Failed, RetryPolicy, VoyadoClient
+from voyado_sync.voyado import (
+    Delivered,
+    Failed,
+    RetryPolicy,
+    VoyadoClient,
+    echo_problems,
+    matches,
+)
 
 T = TypeVar("T")
 
@@ -319,3 +326,66 @@ def test_a_match_never_takes_a_claimed_id_whatever_its_case() -> None:
             assert await voyado_client.find_delivered(dict(ECHO_BODY), claimed=claimed) is None
 
     run(main())
+
+
+# -- 5. the echo self-check ----------------------------------------------------------------------
+
+
+def _self_check(echo: Any) -> list[str]:
+    async def main() -> list[str]:
+        async with HostileVoyado(echo=echo) as voyado, client(voyado) as voyado_client:
+            outcome = await voyado_client.deliver_interaction(dict(ECHO_BODY), claimed=set())
+            assert isinstance(outcome, Delivered)
+            echoed = await voyado_client.get_interaction(outcome.interaction_id)
+            assert echoed is not None and echoed["id"] == outcome.interaction_id
+            assert await voyado_client.get_interaction("no-such-id") is None
+            return echo_problems(ECHO_BODY, echoed)
+
+    return run(main())
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [None] + [e[1] for e in ECHOES],
+    ids=["verbatim"] + [e[0] for e in ECHOES],
+)
+def test_the_self_check_trusts_the_matcher_on_echoes_it_recognises(echo: Any) -> None:
+    assert _self_check(echo) == []
+
+
+@pytest.mark.parametrize(
+    ("echo", "field"),
+    [
+        (_echo_date("2025-09-03T09:04:08.723"), "createdDate"),
+        (lambda item: {k: v for k, v in item.items() if k != "createdDate"}, "createdDate"),
+        (_echo_date("2025-09-03T07:05:08.723Z"), "createdDate"),
+        (_echo_payload(price="0.1234567891"), "payload.price"),
+        (_echo_payload(paid=1), "payload.paid"),
+        (_echo_payload(extra="added by the server"), "payload.extra"),
+        (lambda item: {**item, "payload": {}}, "payload.sku"),
+        (lambda item: {**item, "contactId": "someone-else"}, "contactId"),
+    ],
+    ids=[
+        "naive-date",
+        "no-date",
+        "shifted-date",
+        "number-as-string",
+        "bool-as-int",
+        "extra-field",
+        "payload-dropped",
+        "other-contact",
+    ],
+)
+def test_the_self_check_says_why_the_matcher_would_not_recognise_an_echo(
+    echo: Any, field: str
+) -> None:
+    problems = _self_check(echo)
+    assert problems, "the matcher would miss this echo: every unknown outcome resent"
+    assert any(p.startswith(field) for p in problems), problems
+
+
+def test_echo_problems_agrees_with_the_matcher() -> None:
+    for _, echo in ECHOES + ALIENS:
+        echoed = echo({"id": "i-1", **ECHO_BODY})
+        assert (echo_problems(ECHO_BODY, echoed) == []) is matches(echoed, ECHO_BODY)
+    assert echo_problems(ECHO_BODY, "<html>") != []

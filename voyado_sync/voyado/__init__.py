@@ -18,7 +18,7 @@ from voyado_sync.voyado.models import (
     SchemaSummary,
 )
 from voyado_sync.voyado.pacing import RateLimiter
-from voyado_sync.voyado.reconcile import find_match, matches
+from voyado_sync.voyado.reconcile import echo_problems, find_match, matches
 
 __all__ = [
     "LOOKUP_KEYS",
@@ -39,6 +39,7 @@ __all__ = [
     "RetryPolicy",
     "SchemaSummary",
     "VoyadoClient",
+    "echo_problems",
     "find_match",
     "matches",
 ]

@@ -465,6 +465,34 @@ class VoyadoClient:
             maybe_delivered=True,
         )
 
+    async def get_interaction(self, interaction_id: str) -> dict[str, Any] | None:
+        """Voyado's stored view of one interaction (``GET /api/v3/interactions/{id}``):
+        ``{"id", "contactId", "schemaId", "createdDate", "payload", ...}``, or None on 404.
+
+        For the echo self-check: after a first delivery, compare the body sent with this echo
+        (``reconcile.echo_problems``) to learn whether the matcher recognises how this Voyado
+        echoes what it stored. Raises ``ApiError`` when the answer is not a JSON object or an
+        error other than 404 (``RetryableApiError`` past the retry budget, ``FatalApiError``
+        for 401/403/407), ``ClientStopped`` after ``stop()``.
+        """
+        if not interaction_id or not interaction_id.strip():
+            raise ValueError("interaction_id is empty")
+        what = "read an interaction"
+        path = f"{_INTERACTIONS}/{quote(interaction_id.strip(), safe='')}"
+        resp = await self._idempotent("interaction_list", "GET", path, what=what)
+        if resp.status_code == 404:
+            return None
+        if resp.status_code >= 300:
+            raise self._api_error(resp, what)
+        data = self._json(resp, what)
+        if not isinstance(data, dict):
+            raise ApiError(
+                f"Could not {what}: the answer is not a JSON object",
+                status=resp.status_code,
+                body=self._keep(resp.text),
+            )
+        return data
+
     async def find_delivered(self, body: Mapping[str, Any], *, claimed: set[str]) -> str | None:
         """The id of a stored interaction matching ``body`` and not in ``claimed``, or None.
 
