@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.hostile import HostileVoyado, Reply, html_200, json_reply
-from voyado_sync.exceptions import ApiError, ContactGone, ListingUnavailable
+from voyado_sync.exceptions import ApiError, ClientStopped, ContactGone, ListingUnavailable
 from voyado_sync.voyado import (
     Delivered,
     Failed,
@@ -389,3 +389,171 @@ def test_echo_problems_agrees_with_the_matcher() -> None:
         echoed = echo({"id": "i-1", **ECHO_BODY})
         assert (echo_problems(ECHO_BODY, echoed) == []) is matches(echoed, ECHO_BODY)
     assert echo_problems(ECHO_BODY, "<html>") != []
+
+
+# -- 6. bounded waits: Retry-After, deadlines, stop ------------------------------------------------
+
+
+class FakeTime:
+    """A monotonic clock that moves only when someone sleeps (the HTTP stays real)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "longest"),
+    [
+        ("99999", 0.02),  # absurd: the normal back-off (backoff_max 0.02 s here)
+        ("Wed, 21 Oct 2043 07:28:00 GMT", 0.02),  # a date years away: the same
+        ("inf", 0.02),
+        ("1200", 300.0),  # long: capped at 300 s
+        ("7", 7.0),  # sane: honoured
+    ],
+)
+def test_retry_after_is_capped_and_an_absurd_one_ignored(retry_after: str, longest: float) -> None:
+    fake = FakeTime()
+
+    async def main() -> Any:
+        async with HostileVoyado() as voyado:
+            voyado.posts = [
+                Reply(429, {"errorCode": "TooManyRequests"}, {"Retry-After": retry_after})
+            ]
+            async with client(voyado, sleep=fake.sleep, clock=fake.monotonic) as voyado_client:
+                return await voyado_client.deliver_interaction(dict(BODY), claimed=set())
+
+    outcome = run(main())
+    assert isinstance(outcome, Delivered)
+    assert max(fake.sleeps) == pytest.approx(longest, abs=0.021)
+
+
+def _proxy_env(monkeypatch: pytest.MonkeyPatch, proxy: str) -> None:
+    for name in (
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+
+
+@pytest.mark.parametrize("through", ["http11-transport", "httpx-via-proxy"])
+def test_a_dripped_answer_ends_at_the_deadline_on_both_transports(
+    through: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> float:
+        async with HostileVoyado() as voyado:
+            base = voyado.url
+            if through == "httpx-via-proxy":
+                _proxy_env(monkeypatch, voyado.url)
+                base = "http://acme.voyado.invalid"  # only the proxy knows the way
+            dripped = Reply(200, {"id": "x" * 200}, drip=0.1)  # 20 s for the whole answer
+            voyado.hook = lambda r: (
+                dripped if r.path.startswith("/api/v3/interactionschemas") else None
+            )
+            voyado_client = VoyadoClient(
+                base_url=base,
+                api_key=KEY,
+                rate=1000,
+                timeout=0.8,
+                retry=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02),
+            )
+            async with voyado_client:
+                transport = type(voyado_client._http._transport).__name__
+                assert (transport == "Http11Transport") is (through == "http11-transport")
+                start = asyncio.get_running_loop().time()
+                with pytest.raises(ApiError, match="deadline"):
+                    await voyado_client.get_schema("s")
+                return asyncio.get_running_loop().time() - start
+
+    elapsed = run(main())
+    assert elapsed < 2.5, f"two attempts with a 0.8 s deadline took {elapsed:.1f} s"
+
+
+def test_stop_ends_a_request_to_a_server_that_never_answers() -> None:
+    async def main() -> tuple[Any, float, int]:
+        async with HostileVoyado() as voyado:
+            voyado.hook = lambda r: Reply(hang=True)
+            # Production settings: 30 s per request, 8 attempts, back-off up to 60 s.
+            async with client(voyado, timeout=30.0, retry=RetryPolicy()) as voyado_client:
+                task = asyncio.create_task(
+                    voyado_client.deliver_interaction(dict(BODY), claimed=set())
+                )
+                await asyncio.sleep(0.3)
+                assert not task.done()
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                voyado_client.stop()
+                outcome = await asyncio.wait_for(task, 5)
+                elapsed = loop.time() - start
+                # After stop, nothing new starts.
+                sent = len(voyado.requests)
+                again = await voyado_client.deliver_interaction(dict(BODY), claimed=set())
+                assert isinstance(again, Failed) and not again.maybe_delivered
+                with pytest.raises(ClientStopped):
+                    await voyado_client.find_delivered(dict(BODY), claimed=set())
+                assert len(voyado.requests) == sent
+                return outcome, elapsed, sent
+
+    outcome, elapsed, sent = run(main())
+    assert elapsed < 1.0
+    assert sent == 1
+    # The POST was in flight: it may be stored, so the row stays in flight.
+    assert isinstance(outcome, Failed) and outcome.maybe_delivered
+
+
+def test_stop_ends_a_retry_after_pause_and_a_back_off_at_once() -> None:
+    async def main() -> list[Any]:
+        async with HostileVoyado() as voyado:
+            voyado.posts = [Reply(429, b"", {"Retry-After": "250"})]
+            voyado.listings = [json_reply(503, {})] * 10
+            async with client(voyado, retry=RetryPolicy(backoff_base=100)) as voyado_client:
+                paused = asyncio.create_task(
+                    voyado_client.deliver_interaction(dict(BODY), claimed=set())
+                )
+                backing_off = asyncio.create_task(
+                    voyado_client.find_delivered(dict(BODY), claimed=set())
+                )
+                await asyncio.sleep(0.3)
+                voyado_client.stop()
+                return await asyncio.wait_for(
+                    asyncio.gather(paused, backing_off, return_exceptions=True), 1.0
+                )
+
+    paused, backing_off = run(main())
+    # A 429 means Voyado did not process the POST: nothing to reconcile.
+    assert isinstance(paused, Failed) and not paused.maybe_delivered
+    assert isinstance(backing_off, ClientStopped)
+
+
+def test_cancelling_the_task_ends_a_pause_at_once() -> None:
+    async def main() -> float:
+        async with HostileVoyado() as voyado:
+            voyado.posts = [Reply(429, b"", {"Retry-After": "250"})]
+            async with client(voyado) as voyado_client:
+                task = asyncio.create_task(
+                    voyado_client.deliver_interaction(dict(BODY), claimed=set())
+                )
+                await asyncio.sleep(0.2)
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.wait_for(task, 1.0)
+                return loop.time() - start
+
+    assert run(main()) < 0.5

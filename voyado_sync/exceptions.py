@@ -133,7 +133,15 @@ class ListingUnavailable(RetryableApiError):
 
 
 class ClientStopped(RetryableApiError):
-    """``VoyadoClient.stop()`` was called: no new request starts and waits end at once."""
+    """``VoyadoClient.stop()`` was called: no new request starts and waits end at once.
+
+    ``may_have_left`` is true when a request was abandoned after it may have reached Voyado
+    (its outcome is unknown), false when it was stopped before it was sent.
+    """
+
+    def __init__(self, message: str, *, may_have_left: bool = False) -> None:
+        self.may_have_left = may_have_left
+        super().__init__(message)
 
 
 class ContactGone(ApiError):

@@ -20,7 +20,8 @@ import json
 import math
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -53,7 +54,7 @@ from voyado_sync.voyado.models import (
     RequestStats,
     SchemaSummary,
 )
-from voyado_sync.voyado.pacing import RateLimiter
+from voyado_sync.voyado.pacing import RateLimiter, sane_retry_after
 from voyado_sync.voyado.reconcile import UndecidableEcho, find_match
 from voyado_sync.voyado.transport import Http11Transport
 
@@ -148,7 +149,9 @@ class VoyadoClient:
 
     ``rate`` is requests per second (ignored when a shared ``limiter`` is passed);
     ``concurrency`` bounds the exchanges in flight and sizes the connection pool; ``timeout``
-    applies to connect, read, write and pool waits alike. ``transport`` is for tests
+    applies to connect, read, write and pool waits alike, and ``deadline`` (default:
+    ``timeout``) to each whole exchange, connect, send and the complete answer together, on
+    either transport. ``stop()`` ends every wait and request at once. ``transport`` is for tests
     (``httpx.MockTransport``), as are ``sleep``, ``clock`` and ``random``, which drive every
     back-off and pause. ``max_list_pages`` bounds one listing (``ListingUnavailable`` past it).
     """
@@ -169,6 +172,7 @@ class VoyadoClient:
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
         max_list_pages: int = 200,
+        deadline: float | None = None,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -182,6 +186,11 @@ class VoyadoClient:
         if max_list_pages < 1:
             raise ValueError(f"max_list_pages must be at least 1, got {max_list_pages}")
         self.max_list_pages = max_list_pages
+        if deadline is not None and not deadline > 0:
+            raise ValueError(f"deadline must be positive, got {deadline}")
+        self.deadline = deadline if deadline is not None else timeout
+        self._stopping = False
+        self._scopes: set[asyncio.Timeout] = set()
         self.base_url = str(url).rstrip("/")
         self._key = _Secret(api_key.strip())
         self.retry = retry
@@ -359,9 +368,25 @@ class VoyadoClient:
         whole run. Every id this call delivers or reconciles is added to it, so two identical
         rows can never both claim the same stored interaction. Matching is precise only when
         the body has a ``createdDate`` (the engine always sets one).
+
+        After ``stop()``: ``Failed``, with ``maybe_delivered`` set when a POST may have
+        reached Voyado and was not checked (a request abandoned in flight, or a back-off
+        after an unknown outcome cut short).
         """
-        if claimed is None:
-            claimed = set()
+        uncertain = [False]  # the last POST's outcome is unknown and unchecked
+        try:
+            return await self._deliver(body, set() if claimed is None else claimed, uncertain)
+        except ClientStopped as exc:
+            maybe = uncertain[0] or exc.may_have_left
+            return Failed(
+                "stopped before the interaction was delivered"
+                + ("; it may have been stored, so it is left to be reconciled" if maybe else ""),
+                maybe_delivered=maybe,
+            )
+
+    async def _deliver(
+        self, body: dict[str, Any], claimed: set[str], uncertain: list[bool]
+    ) -> DeliveryOutcome:
         attempts = 0
         throttled = 0.0
         while True:
@@ -409,6 +434,7 @@ class VoyadoClient:
             # sending again, even after the last attempt, so a stored row is never reported
             # as failed (and sent again by the next run).
             attempts += 1
+            uncertain[0] = True
             await self._backoff(attempts)
             if not _can_reconcile(body):
                 return Failed(
@@ -431,6 +457,7 @@ class VoyadoClient:
                 )
             if found is not None:
                 return Delivered(found, reconciled=True)
+            uncertain[0] = False
             if attempts >= self.retry.max_attempts:
                 return Failed(
                     f"{unknown} (after {attempts} attempts; not stored)",
@@ -714,6 +741,56 @@ class VoyadoClient:
             "Accept": "application/json",
         }
 
+    # ------------------------------------------------------------------------- stopping
+
+    def stop(self) -> None:
+        """Stop trying: from now on no request starts, and every wait ends at once.
+
+        Waits for a connection slot, for a token or a 429 pause of the limiter, and back-off
+        sleeps end with ``ClientStopped``; requests in flight are abandoned at once (their
+        connection closed). ``deliver_interaction`` then returns ``Failed`` (with
+        ``maybe_delivered=True`` when a POST may have reached Voyado); the other methods
+        raise ``ClientStopped`` (``lookup_contact`` returns ``Failed``). Idempotent. Call it
+        from the event loop's thread (a ``loop.add_signal_handler`` callback is); from another
+        thread use ``loop.call_soon_threadsafe(client.stop)``. Meant for SIGTERM and Ctrl-C:
+        whatever the server does, the client's calls return within moments.
+        """
+        self._stopping = True
+        if not self._scopes:
+            return
+        now = asyncio.get_running_loop().time()
+        for scope in list(self._scopes):
+            scope.reschedule(now)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether ``stop()`` was called."""
+        return self._stopping
+
+    @asynccontextmanager
+    async def _stoppable(
+        self, seconds: float | None, *, may_have_left: bool = False
+    ) -> AsyncIterator[None]:
+        """A scope that ``stop()`` ends at once, and that ends by itself after ``seconds``.
+
+        Ended by ``stop()``: ``ClientStopped``. Ended by time: ``TimeoutError``.
+        """
+        if self._stopping:
+            raise ClientStopped("the client was stopped", may_have_left=False)
+        try:
+            async with asyncio.timeout(seconds) as scope:
+                self._scopes.add(scope)
+                try:
+                    yield
+                finally:
+                    self._scopes.discard(scope)
+        except TimeoutError:
+            if self._stopping:
+                raise ClientStopped("the client was stopped", may_have_left=may_have_left) from None
+            raise
+
+    # ---------------------------------------------------------------------------- sending
+
     async def _send(
         self,
         kind: RequestKind,
@@ -723,19 +800,39 @@ class VoyadoClient:
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
     ) -> httpx.Response:
-        """One exchange: a slot, a token, the request. Transport errors propagate."""
+        """One exchange: a slot, a token, the request, within ``deadline`` seconds in all.
+
+        Transport errors propagate; a request that has no complete answer by its deadline
+        raises ``httpx.ReadTimeout`` (it may have reached Voyado). ``ClientStopped`` after
+        ``stop()``.
+        """
         content = None if json_body is None else _encode(json_body)
         # Take the slot first, then the token: a token spent while waiting for a slot would
         # let requests leave in a clump when slots free up.
-        async with self._slots:
-            sent_at = await self.limiter.acquire()
+        async with self._stoppable(None):
+            await self._slots.acquire()
             try:
+                sent_at = await self.limiter.acquire()
+            except BaseException:
+                self._slots.release()
+                raise
+        try:
+            async with self._stoppable(self.deadline, may_have_left=True):
                 resp = await self._http.request(
                     method, self._url(path), params=params, content=content, headers=self._headers()
                 )
-            except httpx.TransportError:
-                self.stats.record(kind, "network")
-                raise
+        except TimeoutError:
+            self.stats.record(kind, "network")
+            # httpx's own transport times each read, not the whole answer: a response dripped
+            # one byte at a time would outlive any timeout. This is the whole exchange's.
+            raise httpx.ReadTimeout(
+                f"no complete answer within the request's deadline ({self.deadline:g} s)"
+            ) from None
+        except (httpx.TransportError, ClientStopped):
+            self.stats.record(kind, "network")
+            raise
+        finally:
+            self._slots.release()
         self.stats.record(kind, resp.status_code)
         resp.extensions[_SENT_AT] = sent_at  # for the limiter, should this be a 429
         return resp
@@ -785,11 +882,13 @@ class VoyadoClient:
     async def _backoff(self, attempt: int) -> None:
         # Full jitter: concurrent senders that failed together do not come back together.
         ceiling = min(self.retry.backoff_max, self.retry.backoff_base * 2 ** (attempt - 1))
-        await self._sleep(self._random() * ceiling)
+        async with self._stoppable(None):
+            await self._sleep(self._random() * ceiling)
 
     def _throttle(self, resp: httpx.Response, throttled: float) -> float:
         """Apply a 429 to the limiter; return the request's total throttle wait so far."""
-        retry_after = _retry_after(resp.headers.get("Retry-After"))
+        # Capped, and ignored when absurd, by the limiter too (shared limiters included).
+        retry_after = sane_retry_after(_retry_after(resp.headers.get("Retry-After")))
         if retry_after is not None:
             # A Retry-After beyond our whole budget would stall every sender for nothing.
             retry_after = min(retry_after, self.retry.throttle_max_wait)
