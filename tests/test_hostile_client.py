@@ -557,3 +557,150 @@ def test_cancelling_the_task_ends_a_pause_at_once() -> None:
                 return loop.time() - start
 
     assert run(main()) < 0.5
+
+
+# -- 7. secrets, in every encoding a server may echo them ---------------------------------------
+
+import base64  # noqa: E402
+import html  # noqa: E402
+import json  # noqa: E402
+from urllib.parse import quote, quote_plus  # noqa: E402
+
+from voyado_sync.exceptions import FatalApiError  # noqa: E402
+from voyado_sync.voyado import Rejected  # noqa: E402
+
+CORE = "Zq7Secret"  # survives every encoding below but base64, checked separately
+# Header values are ASCII: the keys are, with every character an encoding treats specially.
+KEYS = [f'sk+{CORE}/"q\\x=', f"a b+{CORE}&<>'/", f"{CORE}%2B~\t;"]
+
+
+def _lower_hex(text: str) -> str:
+    import re
+
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), text)
+
+
+def _echoes(key: str) -> list[str]:
+    # .NET's encoder: every character outside a safe set as \uXXXX (surrogate pairs above).
+    dotnet = "".join(
+        c
+        if c.isalnum() and c.isascii()
+        else json.dumps(c)[1:-1]
+        if ord(c) > 0xFFFF
+        else f"\\u{ord(c):04X}"
+        for c in key
+    )
+    return [
+        key,
+        json.dumps(key)[1:-1],
+        json.dumps(key)[1:-1].replace("/", "\\/"),
+        json.dumps(key, ensure_ascii=False)[1:-1],
+        dotnet,
+        json.dumps(json.dumps(key))[1:-1],  # a JSON string inside a JSON string
+        quote(key, safe=""),
+        _lower_hex(quote(key, safe="")),
+        quote_plus(key, safe=""),
+        html.escape(key),
+        base64.b64encode(key.encode()).decode(),
+        base64.urlsafe_b64encode(key.encode()).decode().rstrip("="),
+    ]
+
+
+def _leaks(key: str, texts: list[str]) -> list[str]:
+    forms = [CORE, *(f for f in _echoes(key) if CORE not in f)]
+    return [t for t in texts if any(f in t for f in forms)]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=["json-specials", "url-html-specials", "percent-tab"])
+def test_the_key_is_redacted_in_every_encoding_a_server_echoes(key: str) -> None:
+    echoed = " | ".join(_echoes(key))
+
+    def hostile(request: Any) -> Reply | None:
+        got = request.headers["apikey"]
+        if request.method == "POST":  # Voyado-like JSON, escaped as json.dumps does, \/ too
+            error = {"errorCode": f"InvalidKey:{got}", "message": f"key {got} bad", "echo": got}
+            return Reply(400, json.dumps(error).replace("/", "\\/"))
+        if request.path == "/api/v3/interactions":
+            return Reply(500, f"<html>{echoed}</html>", content_type="text/html")
+        return Reply(418, echoed, content_type="text/plain")
+
+    async def main() -> list[str]:
+        async with HostileVoyado(api_key=key) as voyado:
+            voyado.hook = hostile
+            texts: list[str] = []
+            async with client(voyado, api_key=key) as voyado_client:
+                rejected = await voyado_client.deliver_interaction(dict(BODY), claimed=set())
+                assert isinstance(rejected, Rejected)
+                texts += [rejected.message, str(rejected.error_code)]
+                with pytest.raises(ListingUnavailable) as listing:
+                    await voyado_client.find_delivered(dict(BODY), claimed=set())
+                texts += [str(listing.value), str(listing.value.body)]
+                with pytest.raises(ApiError) as schema:
+                    await voyado_client.get_schema("s")
+                texts += [str(schema.value), str(schema.value.body), str(schema.value.error_code)]
+                voyado.hook = lambda r: Reply(503, echoed, content_type="text/plain")
+                failed = await voyado_client.deliver_interaction(dict(BODY), claimed=set())
+                assert isinstance(failed, Failed)
+                texts.append(failed.reason)
+            return texts
+
+    texts = run(main())
+    assert "***" in " ".join(texts), "nothing was echoed: the test tests nothing"
+    assert _leaks(key, texts) == []
+
+
+def test_proxy_credentials_echoed_by_a_407_page_are_redacted_and_stop_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    password = "W0rong+pw/Zq7"
+
+    async def main() -> list[str]:
+        async with HostileVoyado(proxy_auth="corp:right-one") as proxy:
+            _proxy_env(
+                monkeypatch, f"http://corp:{quote(password, safe='')}@127.0.0.1:{proxy.port}"
+            )
+            texts: list[str] = []
+            voyado_client = VoyadoClient(
+                base_url="http://acme.voyado.invalid",
+                api_key=KEY,
+                rate=1000,
+                retry=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02),
+            )
+            async with voyado_client:
+                for call in (
+                    voyado_client.get_schema("s"),
+                    voyado_client.deliver_interaction(dict(BODY), claimed=set()),
+                ):
+                    # Every request would be refused alike: rejecting rows one by one for it
+                    # would mark them all as refused for good.
+                    with pytest.raises(FatalApiError, match="407") as info:
+                        await call
+                    texts += [str(info.value), str(info.value.body)]
+            assert len(proxy.requests) == 2
+            return texts
+
+    texts = run(main())
+    secret_forms = [
+        password,
+        quote(password, safe=""),
+        "corp:" + password,
+        base64.b64encode(f"corp:{password}".encode()).decode(),
+    ]
+    assert "***" in " ".join(texts)
+    assert [t for t in texts if any(f in t for f in secret_forms)] == []
+
+
+def test_redaction_leaves_other_text_alone_and_short_secrets_raw() -> None:
+    from voyado_sync.voyado.redact import Redactor, proxy_secrets
+
+    redact = Redactor(["k+y/Zq7", "pw"])
+    text = 'Contact "k" not found: k y Zq7 pw ok'
+    assert redact(text) == text  # fragments are not the secret; "pw" is too short to mask
+    assert redact("k%2By%2fZq7 and k\\u002by\\/Zq7 and " + base64.b64encode(b"pw").decode()) == (
+        "*** and *** and ***"
+    )
+    assert proxy_secrets(["http://corp:p%40ss@proxy:3128", "http://proxy:8080"]) == [
+        "p@ss",
+        "p%40ss",
+        "corp:p@ss",
+    ]

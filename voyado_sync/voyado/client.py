@@ -56,6 +56,7 @@ from voyado_sync.voyado.models import (
 )
 from voyado_sync.voyado.pacing import RateLimiter, sane_retry_after
 from voyado_sync.voyado.reconcile import UndecidableEcho, find_match
+from voyado_sync.voyado.redact import Redactor, proxy_secrets
 from voyado_sync.voyado.transport import Http11Transport
 
 __all__ = ["LOOKUP_KEYS", "RetryPolicy", "VoyadoClient"]
@@ -79,6 +80,7 @@ _UNKNOWN_OUTCOME_ERRORS: tuple[type[httpx.TransportError], ...] = (
 )
 # The request never left: resending cannot create a duplicate.
 _NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
+    httpx.ProxyError,  # the proxy refused the tunnel: nothing reached Voyado
     httpx.ConnectError,
     httpx.ConnectTimeout,
     httpx.PoolTimeout,
@@ -193,6 +195,8 @@ class VoyadoClient:
         self._scopes: set[asyncio.Timeout] = set()
         self.base_url = str(url).rstrip("/")
         self._key = _Secret(api_key.strip())
+        # The key, and the credentials of any proxy httpx may use, as a server may echo them.
+        self._redactor = Redactor([self._key.get(), *proxy_secrets()])
         self.retry = retry
         self.user_agent = user_agent
         self.concurrency = concurrency
@@ -360,7 +364,7 @@ class VoyadoClient:
         * Unknown outcome (5xx, read/write timeout, dropped connection): back off, then list
           the contact's interactions of the schema; a match is ``Delivered(id,
           reconciled=True)`` and nothing is resent, otherwise resend.
-        * Other 4xx: ``Rejected``, not retried. 401/403 raise ``FatalApiError``.
+        * Other 4xx: ``Rejected``, not retried. 401/403/407 raise ``FatalApiError``.
         * Attempts used up: ``Failed``, with ``maybe_delivered`` set when the last outcome
           could not be checked.
 
@@ -914,10 +918,15 @@ class VoyadoClient:
 
     def _raise_for_fatal(self, resp: httpx.Response) -> None:
         status = resp.status_code
-        if status not in (401, 403) and not 300 <= status < 400:
+        if status not in (401, 403, 407) and not 300 <= status < 400:
             return
         info = self._error_info(resp)
-        if status == 401:
+        if status == 407:
+            text = (
+                "the HTTP proxy refused its credentials (407 Proxy Authentication Required): "
+                "check the user and password in HTTPS_PROXY / HTTP_PROXY"
+            )
+        elif status == 401:
             text = "Voyado rejected the API key (401): check VOYADO_API_KEY"
         elif status == 403:
             text = (
@@ -959,13 +968,16 @@ class VoyadoClient:
 
     def _error_info(self, resp: httpx.Response) -> _ErrorInfo:
         """Voyado's error code and message, read defensively from a body of unknown shape."""
-        text = self._redact(resp.text)
-        code: str | None = None
-        message = ""
+        raw = resp.text
+        # Parsed before redaction, so an escaped key cannot break the JSON; every string taken
+        # from it is redacted below in its decoded form.
         try:
-            data = json.loads(text) if text.strip() else None
+            data = json.loads(raw) if raw.strip() else None
         except ValueError:
             data = None
+        text = self._redact(raw)
+        code: str | None = None
+        message = ""
         if isinstance(data, Mapping):
             for key in ("errorCode", "code", "error", "title"):
                 value = data.get(key)
@@ -983,10 +995,13 @@ class VoyadoClient:
             message = data
         elif text.strip():
             message = text.strip()
-        return _ErrorInfo(code, message[:_MAX_BODY], text[:_MAX_BODY])
+        if code is not None:
+            code = self._redact(code)[:200]
+        return _ErrorInfo(code, self._redact(message)[:_MAX_BODY], text[:_MAX_BODY])
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key.get(), "***")
+        """``text`` with the API key and proxy credentials masked, in every encoding."""
+        return self._redactor(text)
 
     def _keep(self, text: str) -> str:
         return self._redact(text)[:_MAX_BODY]
