@@ -704,3 +704,30 @@ def test_redaction_leaves_other_text_alone_and_short_secrets_raw() -> None:
         "p%40ss",
         "corp:p@ss",
     ]
+
+
+# -- the same rule elsewhere: a page that is not Voyado's answer is not a success --------------
+
+
+@pytest.mark.parametrize(
+    "reply", [html_200("<html></html>"), html_200(), json_reply(200, "<b>hello</b>")]
+)
+def test_a_contact_lookup_answered_by_a_page_finds_no_contact(reply: Reply) -> None:
+    async def main() -> Any:
+        async with HostileVoyado() as voyado, client(voyado) as voyado_client:
+            voyado.hook = lambda r: reply
+            return await voyado_client.lookup_contact("email", "a@example.com")
+
+    outcome = run(main())
+    assert isinstance(outcome, Failed), "a page's text taken for a contact id"
+
+
+def test_a_schema_create_answered_by_a_page_is_checked_not_trusted() -> None:
+    async def main() -> None:
+        async with HostileVoyado() as voyado, client(voyado) as voyado_client:
+            voyado.hook = lambda r: html_200() if r.method == "POST" else None
+            with pytest.raises(ApiError, match="not Voyado's"):
+                await voyado_client.create_schema({"id": "s", "displayName": "S"})
+            assert voyado.count("GET", "/api/v3/interactionschemas/s") == 1
+
+    run(main())

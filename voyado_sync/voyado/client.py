@@ -19,6 +19,7 @@ import asyncio
 import json
 import math
 import random as _random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -314,7 +315,18 @@ class VoyadoClient:
                 continue
             self._raise_for_fatal(resp)
             if 200 <= status < 300:
-                return
+                if not resp.content.strip() or _is_json(resp):
+                    return
+                if await self.get_schema(schema_id) is not None:
+                    return
+                # A 2xx page that is not JSON (a WAF's or portal's) is not Voyado's answer,
+                # and the schema is not there: say so rather than send rows to nowhere.
+                raise ApiError(
+                    f"Could not {what}: the answer (HTTP {status}, {self._content_type(resp)}) "
+                    "is not Voyado's, and the schema is not in Voyado",
+                    status=status,
+                    body=self._keep(resp.text),
+                )
             if status >= 500:
                 attempts += 1
                 if attempts >= self.retry.max_attempts:
@@ -1068,21 +1080,36 @@ def _interaction_id(resp: httpx.Response) -> str:
     return ""
 
 
+def _is_json(resp: httpx.Response) -> bool:
+    try:
+        json.loads(resp.content)
+    except ValueError:
+        return False
+    return True
+
+
+# What a contact id can look like (a GUID in practice): never a page's text.
+_ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
 def _contact_id(resp: httpx.Response) -> str:
     try:
         data = resp.json()
     except ValueError:
-        # Tolerate a bare, unquoted id.
-        text = resp.text.strip()
-        return text if text and " " not in text else ""
-    if isinstance(data, str):
-        return data.strip()
+        # Tolerate a bare, unquoted id, but not a one-word HTML page.
+        if "html" in resp.headers.get("Content-Type", "").lower():
+            return ""
+        data = resp.text
+    value: Any = data
     if isinstance(data, Mapping):
-        for key in ("contactId", "id"):
-            value = data.get(key)
-            if isinstance(value, str) and value:
-                return value
-    return ""
+        value = next(
+            (data[k] for k in ("contactId", "id") if isinstance(data.get(k), str) and data[k]),
+            "",
+        )
+    if not isinstance(value, str):
+        return ""
+    value = value.strip()
+    return value if _ID_SHAPE.fullmatch(value) else ""
 
 
 def _ambiguous_ids(resp: httpx.Response) -> tuple[str, ...]:
