@@ -731,3 +731,33 @@ def test_a_schema_create_answered_by_a_page_is_checked_not_trusted() -> None:
             assert voyado.count("GET", "/api/v3/interactionschemas/s") == 1
 
     run(main())
+
+
+def test_stop_ends_every_sender_at_once_in_flight_or_waiting_for_a_slot() -> None:
+    async def main() -> tuple[list[Any], float]:
+        async with HostileVoyado() as voyado:
+            voyado.hook = lambda r: Reply(hang=True)
+            async with client(
+                voyado, timeout=30.0, retry=RetryPolicy(), concurrency=8
+            ) as voyado_client:
+                tasks = [
+                    asyncio.create_task(
+                        voyado_client.deliver_interaction(
+                            {**BODY, "payload": {"n": i}}, claimed=set()
+                        )
+                    )
+                    for i in range(20)
+                ]
+                await asyncio.sleep(0.3)
+                assert len(voyado.requests) == 8  # the rest wait for a slot
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                voyado_client.stop()
+                outcomes = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+                return outcomes, loop.time() - start
+
+    outcomes, elapsed = run(main())
+    assert elapsed < 1.0
+    assert all(isinstance(o, Failed) for o in outcomes)
+    # In flight: may be stored, reconcile; never sent: plain failures, sent next run.
+    assert sum(o.maybe_delivered for o in outcomes) == 8

@@ -9,8 +9,18 @@ it, two retry disciplines:
   POST whose outcome is unknown (5xx, read timeout, dropped connection) is followed by a listing
   of the contact's interactions; it is resent only when the interaction is not there.
 
-The API key lives in a request header only: never in a URL, a message, a repr or the stats,
-and it is replaced by ``***`` in any response body that is kept.
+The API key lives in a request header only: never in a URL, a message, a repr or the stats.
+It and any proxy credentials are replaced by ``***`` in every text taken from a response, in
+every encoding a server may echo them (``redact.py``).
+
+Bounded waits: every exchange has a total ``deadline`` (connect, send and the complete
+answer), a ``Retry-After`` is capped (``pacing.sane_retry_after``), and ``stop()`` ends every
+wait and exchange at once, so a stopped run's senders return within moments.
+
+What is not Voyado's answer is not taken for one: a 2xx to a POST without an interaction id
+is an unknown outcome (``Failed(maybe_delivered=True)``), and a listing is trusted only when
+it is JSON of a known shape read to its last page, its 404 only with ``ContactNotFound``
+(``ContactGone``); anything else is ``ListingUnavailable``.
 """
 
 from __future__ import annotations
@@ -725,7 +735,7 @@ class VoyadoClient:
         if status == 404:
             return ContactNotFound(message)
         if status == 409:
-            return ContactAmbiguous(_ambiguous_ids(resp), message)
+            return ContactAmbiguous(tuple(self._redact(x) for x in _ambiguous_ids(resp)), message)
         if status >= 500 and info.code in _CONFIG_ERROR_CODES:
             raise FatalApiError(
                 f"Voyado cannot {what}: {info.code} (the tenant is not set up for it): {message}",

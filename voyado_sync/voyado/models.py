@@ -62,8 +62,10 @@ class Failed:
     """A transient failure whose retry budget is used up for this run; try again next run.
 
     ``maybe_delivered`` is true when the last attempt's outcome is unknown *and* could not be
-    checked (the listing failed, or the body lacks contactId/schemaId): Voyado may have stored
-    the interaction, so the row must be reconciled (``find_delivered``) before it is sent again.
+    checked (the listing failed, the body lacks contactId/schemaId, a 2xx carried no
+    interaction id, or ``VoyadoClient.stop()`` abandoned a POST in flight): Voyado may have
+    stored the interaction, so the row must be reconciled (``find_delivered``) before it is
+    sent again. ``reason`` never holds the API key or proxy credentials.
     """
 
     reason: str
