@@ -761,3 +761,29 @@ def test_stop_ends_every_sender_at_once_in_flight_or_waiting_for_a_slot() -> Non
     assert all(isinstance(o, Failed) for o in outcomes)
     # In flight: may be stored, reconcile; never sent: plain failures, sent next run.
     assert sum(o.maybe_delivered for o in outcomes) == 8
+
+
+@pytest.mark.parametrize(
+    ("sent", "echoed", "same"),
+    [
+        (0.1234567891, 0.1235, True),
+        (0.1234567891, 0.1234, True),
+        (0.1234567891, 0.1237, False),
+        (12345678901234567, 12345678901234568, True),
+        (12345678901234567, 12345678901234580, False),
+        (10, 9.7, False),  # an echo cannot have more digits than what was sent
+        (100, 150, False),
+        (100, 101, False),
+        (2.5, 3, True),  # rounded to a whole number
+        (2.5, 4, False),
+        (3, 3.0, True),
+    ],
+)
+def test_numbers_match_within_the_precision_the_echo_shows(
+    sent: float, echoed: float, same: bool
+) -> None:
+    from voyado_sync.voyado.reconcile import same_number
+
+    assert same_number(sent, echoed) is same
+    body = {**ECHO_BODY, "payload": {"n": sent}}
+    assert matches({**body, "id": "i", "payload": {"n": echoed}}, body) is same

@@ -19,11 +19,12 @@ for nothing else:
   An echo with no ``createdDate`` at all is undecidable the same way.
 * **Numbers by value**: ``1 == 1.0``. A number that went through a double
   (``12345678901234567`` echoed as ``12345678901234568``) matches when both round to the same
-  double. A number echoed with fewer significant digits (a server rounding or truncating
-  floats) matches when it is within one unit of its own last digit of the value sent:
+  double. A number echoed with fewer decimal places (a server rounding or truncating floats)
+  matches when it is within one unit of its own last digit of the value sent:
   ``0.1234567891`` matches an echo ``0.1235`` (unit 0.0001) or ``0.1234``, not ``0.1237``.
-  The tolerance is relative to the precision of the shorter of the two, so it is never looser
-  than what that number can express. A bool never equals a number.
+  The tolerance is the precision the echo itself shows, so it is never looser than what the
+  echo can express, and only the echo may be the coarser one (``10`` sent never matches
+  ``9.7`` echoed). A bool never equals a number.
 * **Strings** compare after Unicode NFC normalisation and stripping of surrounding
   whitespace, as a server may do either before storing.
 * Objects compare key by key, a missing key being equal to null (a server may drop nulls).
@@ -157,34 +158,28 @@ def _as_decimal(value: int | float | Decimal) -> Decimal | None:
     return dec if dec.is_finite() else None
 
 
-def _significant(dec: Decimal) -> int:
-    return len(dec.normalize().as_tuple().digits)
+def same_number(sent: int | float | Decimal, echoed: int | float | Decimal) -> bool:
+    """Whether ``echoed`` is how a server may show the number ``sent``.
 
-
-def same_number(a: int | float | Decimal, b: int | float | Decimal) -> bool:
-    """Numbers by value, allowing for a double on the way and for a server's rounding.
-
-    See the module docstring: equal values; or equal once both are doubles (big integers,
-    long decimals through a double); or the one with fewer significant digits is within one
-    unit of its last digit of the other (a server that rounds or truncates floats).
+    Equal values; or equal once both are doubles (big integers, long decimals through a
+    double); or ``echoed`` has fewer decimal places than ``sent`` (a server that rounds or
+    truncates) and is within one unit of its own last digit of it. A server can drop digits,
+    not add them, so only the echo may be the coarser one: ``10`` sent never matches ``9.7``.
     """
-    da, db = _as_decimal(a), _as_decimal(b)
-    if da is None or db is None:
+    ds, de = _as_decimal(sent), _as_decimal(echoed)
+    if ds is None or de is None:
         return False
-    if da == db:
+    if ds == de:
         return True
     try:
-        if float(da) == float(db):
+        if float(ds) == float(de):
             return True
     except OverflowError:
         return False
-    short, long = (da, db) if _significant(da) < _significant(db) else (db, da)
-    if _significant(short) == _significant(long):
+    sent_exp, echo_exp = ds.as_tuple().exponent, de.as_tuple().exponent
+    if not isinstance(sent_exp, int) or not isinstance(echo_exp, int) or echo_exp <= sent_exp:
         return False
-    exponent = short.normalize().as_tuple().exponent
-    if not isinstance(exponent, int):
-        return False
-    return abs(long - short) < Decimal(1).scaleb(exponent)
+    return abs(ds - de) < Decimal(1).scaleb(echo_exp)
 
 
 def _same_string(a: str, b: str) -> bool:
@@ -196,7 +191,8 @@ def _same_string(a: str, b: str) -> bool:
 
 
 def same_json(a: Any, b: Any) -> bool:
-    """Compare JSON values as Voyado may echo them (see the module docstring)."""
+    """Whether ``b`` is how Voyado may echo the JSON value ``a`` that was sent (see the
+    module docstring). Symmetric but for numbers: only ``b`` may have lost digits."""
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if _is_number(a) or _is_number(b):
@@ -258,7 +254,7 @@ def _compare(item: Mapping[str, Any], body: Mapping[str, Any]) -> tuple[list[str
     sent_payload = body.get("payload") or {}
     echoed_payload = item.get("payload") or {}
     if not isinstance(sent_payload, Mapping) or not isinstance(echoed_payload, Mapping):
-        if not same_json(echoed_payload, sent_payload):
+        if not same_json(sent_payload, echoed_payload):
             mismatches.append("payload: not an object on both sides")
         return mismatches, undecidable
     for key in sorted(set(sent_payload) | set(echoed_payload), key=str):
