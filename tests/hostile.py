@@ -3,8 +3,8 @@
 The emulator behaves like a well-mannered Voyado. This server behaves like the internet in
 front of one: a WAF answering ``200 text/html``, a listing that 404s without Voyado's error
 code, echoes that round dates, trim strings or pass numbers through a double, five paging
-schemes, answers dripped one byte at a time or never sent, 429s with absurd ``Retry-After``
-values, error pages that echo the API key or a proxy's credentials. It is also an HTTP proxy
+schemes, an index that shows new interactions late, answers dripped one byte at a time or
+never sent, 429s with absurd ``Retry-After`` values, error pages that echo the API key or a proxy's credentials. It is also an HTTP proxy
 (it accepts absolute-form request targets), so httpx's own transport can be tested through it.
 
 It runs in the test's event loop (``async with HostileVoyado() as voyado``) and keeps a small
@@ -21,6 +21,7 @@ import asyncio
 import base64
 import itertools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,12 +113,15 @@ class HostileVoyado:
         page_size: int = 50,
         echo: Callable[[Interaction], Interaction] | None = None,
         proxy_auth: str | None = None,
+        index_lag: float = 0.0,
     ) -> None:
         self.api_key = api_key
         self.shape = shape
         self.page_size = page_size
         self.echo = echo or (lambda item: item)
         self.proxy_auth = proxy_auth  # "user:password" a proxy demands, echoed in its 407
+        self.index_lag = index_lag  # seconds before a stored interaction shows in listings
+        self._stored_at: dict[str, float] = {}
         self.stored: list[Interaction] = []
         self.posts: list[Reply] = []
         self.listings: list[Reply] = []
@@ -151,6 +155,7 @@ class HostileVoyado:
     def store(self, body: Interaction) -> str:
         interaction_id = f"{next(self._ids):08x}-abcd-4ef0-8abc-deadbeef0000"
         self.stored.append({"id": interaction_id, **body})
+        self._stored_at[interaction_id] = time.monotonic()
         return interaction_id
 
     # -- the wire ----------------------------------------------------------------------------
@@ -261,10 +266,13 @@ class HostileVoyado:
         contact, schema = request.query.get("contactId"), request.query.get("schemaId")
         if not contact or not schema:
             return json_reply(400, {"errorCode": "InvalidSearchQuery"})
+        shown_before = time.monotonic() - self.index_lag
         items = [
             self.echo(dict(x))
             for x in self.stored
-            if x.get("contactId") == contact and x.get("schemaId") == schema
+            if x.get("contactId") == contact
+            and x.get("schemaId") == schema
+            and self._stored_at[x["id"]] <= shown_before
         ]
         if self.shape == "data":
             items.reverse()

@@ -787,3 +787,26 @@ def test_numbers_match_within_the_precision_the_echo_shows(
     assert same_number(sent, echoed) is same
     body = {**ECHO_BODY, "payload": {"n": sent}}
     assert matches({**body, "id": "i", "payload": {"n": echoed}}, body) is same
+
+
+# -- an index that lags: the caller may ask for no resend after one look -----------------------
+
+
+@pytest.mark.parametrize("resend", [True, False])
+def test_an_unmatched_unknown_outcome_can_be_left_in_flight_instead_of_resent(
+    resend: bool,
+) -> None:
+    async def main() -> tuple[Any, int]:
+        async with HostileVoyado(index_lag=3.0) as voyado, client(voyado) as voyado_client:
+            voyado.posts = [Reply(503, {"message": "gateway"}, store=True)]
+            outcome = await voyado_client.deliver_interaction(
+                dict(BODY), claimed=set(), resend_unmatched=resend
+            )
+            return outcome, len(voyado.stored)
+
+    outcome, stored = run(main())
+    if resend:  # the compatible default: one look, then a resend, which duplicated it here
+        assert isinstance(outcome, Delivered) and stored == 2
+    else:
+        assert isinstance(outcome, Failed) and outcome.maybe_delivered
+        assert stored == 1

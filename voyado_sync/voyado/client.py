@@ -374,7 +374,11 @@ class VoyadoClient:
     # ----------------------------------------------------------------------- interactions
 
     async def deliver_interaction(
-        self, body: dict[str, Any], *, claimed: set[str] | None = None
+        self,
+        body: dict[str, Any],
+        *,
+        claimed: set[str] | None = None,
+        resend_unmatched: bool = True,
     ) -> DeliveryOutcome:
         """POST one interaction so that it is stored exactly once.
 
@@ -395,13 +399,21 @@ class VoyadoClient:
         rows can never both claim the same stored interaction. Matching is precise only when
         the body has a ``createdDate`` (the engine always sets one).
 
+        ``resend_unmatched=False``: an unknown outcome whose listing shows no match is not
+        resent but returned as ``Failed(maybe_delivered=True)``, to be looked up again later.
+        Voyado may list a new interaction seconds late, so a resend right after one look can
+        duplicate it; pass False when the caller reconciles in-flight rows later (or when
+        ``echo_problems`` says the matcher cannot recognise this Voyado's echoes).
+
         After ``stop()``: ``Failed``, with ``maybe_delivered`` set when a POST may have
         reached Voyado and was not checked (a request abandoned in flight, or a back-off
         after an unknown outcome cut short).
         """
         uncertain = [False]  # the last POST's outcome is unknown and unchecked
         try:
-            return await self._deliver(body, set() if claimed is None else claimed, uncertain)
+            return await self._deliver(
+                body, set() if claimed is None else claimed, uncertain, resend_unmatched
+            )
         except ClientStopped as exc:
             maybe = uncertain[0] or exc.may_have_left
             return Failed(
@@ -411,7 +423,7 @@ class VoyadoClient:
             )
 
     async def _deliver(
-        self, body: dict[str, Any], claimed: set[str], uncertain: list[bool]
+        self, body: dict[str, Any], claimed: set[str], uncertain: list[bool], resend: bool
     ) -> DeliveryOutcome:
         attempts = 0
         throttled = 0.0
@@ -483,6 +495,14 @@ class VoyadoClient:
                 )
             if found is not None:
                 return Delivered(found, reconciled=True)
+            if not resend:
+                return Failed(
+                    f"{unknown}; not in Voyado's listing yet, which may lag: left in flight to "
+                    "be looked up again, not resent",
+                    status=status,
+                    error_code=code,
+                    maybe_delivered=True,
+                )
             uncertain[0] = False
             if attempts >= self.retry.max_attempts:
                 return Failed(
