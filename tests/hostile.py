@@ -4,8 +4,9 @@ The emulator behaves like a well-mannered Voyado. This server behaves like the i
 front of one: a WAF answering ``200 text/html``, a listing that 404s without Voyado's error
 code, echoes that round dates, trim strings or pass numbers through a double, five paging
 schemes, an index that shows new interactions late, answers dripped one byte at a time or
-never sent, 429s with absurd ``Retry-After`` values, error pages that echo the API key or a proxy's credentials. It is also an HTTP proxy
-(it accepts absolute-form request targets), so httpx's own transport can be tested through it.
+never sent, 429s with absurd ``Retry-After`` values, error pages that echo the API key or a
+proxy's credentials. It is also an HTTP proxy (it accepts absolute-form request targets), so
+httpx's own transport can be tested through it.
 
 It runs in the test's event loop (``async with HostileVoyado() as voyado``) and keeps a small
 store of interactions, so a POST that "failed" can still have been stored, as in real life.
