@@ -99,6 +99,8 @@ _NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
 # An error code that no amount of retrying fixes, even though it comes with a 500.
 _CONFIG_ERROR_CODES = frozenset({"InvalidSystemConfiguration"})
 _MAX_BODY = 500
+# How much of a response body is scanned for secrets and error details.
+_SCAN = 64 * 1024
 # Where _send leaves the time the limiter let a request go (Response.extensions).
 _SENT_AT = "voyado_sync.sent_at"
 
@@ -552,7 +554,7 @@ class VoyadoClient:
             raise ValueError("interaction_id is empty")
         what = "read an interaction"
         path = f"{_INTERACTIONS}/{quote(interaction_id.strip(), safe='')}"
-        resp = await self._idempotent("interaction_list", "GET", path, what=what)
+        resp = await self._idempotent("interaction_get", "GET", path, what=what)
         if resp.status_code == 404:
             return None
         if resp.status_code >= 300:
@@ -1010,7 +1012,8 @@ class VoyadoClient:
 
     def _error_info(self, resp: httpx.Response) -> _ErrorInfo:
         """Voyado's error code and message, read defensively from a body of unknown shape."""
-        raw = resp.text
+        # Only the start of a huge page is read: what is kept is 500 characters of it.
+        raw = resp.text[:_SCAN]
         # Parsed before redaction, so an escaped key cannot break the JSON; every string taken
         # from it is redacted below in its decoded form.
         try:
@@ -1046,7 +1049,8 @@ class VoyadoClient:
         return self._redactor(text)
 
     def _keep(self, text: str) -> str:
-        return self._redact(text)[:_MAX_BODY]
+        # Redacted before it is cut to size, so no cut can leave part of a secret.
+        return self._redact(text[:_SCAN])[:_MAX_BODY]
 
     def _json(self, resp: httpx.Response, what: str) -> Any:
         try:

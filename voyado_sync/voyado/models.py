@@ -111,7 +111,9 @@ LookupOutcome: TypeAlias = (
     ContactFound | ContactNotFound | ContactAmbiguous | ContactInvalid | Failed
 )
 
-RequestKind = Literal["schema", "interaction_post", "interaction_list", "contact_lookup"]
+RequestKind = Literal[
+    "schema", "interaction_post", "interaction_list", "interaction_get", "contact_lookup"
+]
 
 
 @dataclass

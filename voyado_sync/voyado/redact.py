@@ -71,6 +71,8 @@ class Redactor:
     ``ab`` in a message would destroy it for little gain.
     """
 
+    __slots__ = ("_pattern",)  # no vars() dump shows the secrets the pattern is made of
+
     def __init__(self, secrets: Iterable[str], *, min_length: int = 3) -> None:
         parts: list[str] = []
         for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
