@@ -135,7 +135,7 @@ def test_a_listing_500_is_could_not_check() -> None:
             with pytest.raises(ListingUnavailable) as info:
                 await _find(voyado)
             assert info.value.observed_status == 500
-            assert info.value.cause == "retries-exhausted"
+            assert info.value.cause == "server-error"
             assert voyado.count("GET", "/api/v3/interactions") == 3
 
     run(main())
@@ -810,3 +810,16 @@ def test_an_unmatched_unknown_outcome_can_be_left_in_flight_instead_of_resent(
     else:
         assert isinstance(outcome, Failed) and outcome.maybe_delivered
         assert stored == 1
+
+
+def test_a_listing_that_never_answers_is_could_not_check_by_the_network() -> None:
+    async def main() -> None:
+        async with HostileVoyado() as voyado:
+            voyado.hook = lambda r: Reply(hang=True)
+            with pytest.raises(ListingUnavailable) as info:
+                await _find(voyado, timeout=0.2)
+            assert info.value.cause == "network"
+            assert info.value.status is None
+            assert voyado.count("GET", "/api/v3/interactions") == 3
+
+    run(main())

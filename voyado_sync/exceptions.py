@@ -109,9 +109,10 @@ class ListingUnavailable(RetryableApiError):
     answer that is not JSON or of a shape not recognised, paging that does not end, an echo the
     matcher cannot decide on. The row must stay in flight: neither resent nor given up.
 
-    ``cause`` is a short machine-readable word (``"server-error"``, ``"not-voyado-404"``,
-    ``"http-error"``, ``"retries-exhausted"``, ``"not-json"``, ``"unknown-shape"``,
-    ``"too-many-pages"``, ``"repeated-page"``, ``"undecidable-echo"``, ``"stopped"``);
+    ``cause`` is a short machine-readable word: ``"server-error"`` (5xx, past the retry
+    budget), ``"throttled"`` (429s past the throttle budget), ``"network"`` (no answer, past
+    the budget), ``"not-voyado-404"``, ``"http-error"`` (another 4xx), ``"not-json"``,
+    ``"unknown-shape"``, ``"too-many-pages"``, ``"repeated-page"``, ``"undecidable-echo"``;
     ``observed_status`` is the HTTP status seen, if any. ``status`` is the same except for a
     404 without Voyado's code, where it is None: that 404 is not Voyado's answer, and callers
     that read ``status == 404`` as "the contact is gone" must not take it for one.

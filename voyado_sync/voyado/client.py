@@ -645,9 +645,16 @@ class VoyadoClient:
             except ClientStopped:
                 raise
             except RetryableApiError as exc:
+                cause = (
+                    "network"
+                    if exc.status is None
+                    else "throttled"
+                    if exc.status == 429
+                    else "server-error"
+                )
                 raise ListingUnavailable(
                     f"Could not check Voyado's interactions: {exc}",
-                    cause="retries-exhausted",
+                    cause=cause,
                     observed_status=exc.status,
                     error_code=exc.error_code,
                     body=exc.body,
