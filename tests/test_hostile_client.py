@@ -244,6 +244,8 @@ ECHOES: list[tuple[str, Any]] = [
     ("date-to-the-second", _echo_date("2025-09-03T07:04:08Z")),
     ("date-rounded-to-the-second", _echo_date("2025-09-03T07:04:09Z")),
     ("date-offset-7-digits", _echo_date("2025-09-03T07:04:08.7230000+00:00")),
+    ("date-with-a-space-and-+0000", _echo_date("2025-09-03 07:04:08.723+0000")),
+    ("date-in-another-zone", _echo_date("2025-09-03T09:04:08.723+02:00")),
     ("strings-trimmed-and-nfc", _echo_payload(sku="Caf\u00e9 Jeans")),
     ("big-int-through-a-double", _echo_payload(orderNumber=12345678901234568)),
     ("big-int-as-a-float", _echo_payload(orderNumber=1.2345678901234568e16)),

@@ -41,6 +41,7 @@ matcher can be trusted against this Voyado.
 from __future__ import annotations
 
 import enum
+import re
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -85,24 +86,31 @@ class _Instant:
     has_offset: bool
 
 
+# A date, "T" or a space, hours and minutes, then maybe seconds and a fraction of them.
+_DATE_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?P<seconds>:\d{2}(?:[.,](?P<fraction>\d+))?)?"
+)
+
+
 def _instant(value: Any) -> _Instant | None:
-    if not isinstance(value, str) or "T" not in value.upper():
+    if not isinstance(value, str):
         return None
     text = value.strip()
+    shape = _DATE_TIME.match(text)
+    if shape is None:
+        return None
     if text[-1:] in ("z", "Z"):
         text = text[:-1] + "+00:00"
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(text.replace(",", "."))
     except ValueError:
         return None
-    # Fractional digits of the time part, whatever follows them (offset or nothing).
-    time_part = text.split("T", 1)[1] if "T" in text else text.split("t", 1)[1]
-    digits = 0
-    if "." in time_part or "," in time_part:
-        frac = time_part.replace(",", ".").split(".", 1)[1]
-        while digits < len(frac) and frac[digits].isdigit():
-            digits += 1
-    unit = timedelta(microseconds=10 ** (6 - min(digits, 6)))
+    # Precision as written (to the minute when seconds are left out), at most microseconds.
+    if shape.group("seconds") is None:
+        unit = timedelta(minutes=1)
+    else:
+        digits = len(shape.group("fraction") or "")
+        unit = timedelta(microseconds=10 ** (6 - min(digits, 6)))
     has_offset = parsed.tzinfo is not None
     if not has_offset:
         parsed = parsed.replace(tzinfo=UTC)
