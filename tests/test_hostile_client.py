@@ -37,6 +37,25 @@ BODY: dict[str, Any] = {
 }
 
 
+_PROXY_VARS = (
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A developer's proxy would sit between the client and the loopback server.
+    for name in _PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
@@ -439,16 +458,7 @@ def test_retry_after_is_capped_and_an_absurd_one_ignored(retry_after: str, longe
 
 
 def _proxy_env(monkeypatch: pytest.MonkeyPatch, proxy: str) -> None:
-    for name in (
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ):
+    for name in _PROXY_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", proxy)
 
