@@ -9,16 +9,28 @@ answers that drip or never come, absurd ``Retry-After`` values, echoed secrets. 
 from __future__ import annotations
 
 import asyncio
+import base64
+import html
+import json
+import re
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus
 
 import pytest
 
 from tests.hostile import HostileVoyado, Reply, html_200, json_reply
-from voyado_sync.exceptions import ApiError, ClientStopped, ContactGone, ListingUnavailable
+from voyado_sync.exceptions import (
+    ApiError,
+    ClientStopped,
+    ContactGone,
+    FatalApiError,
+    ListingUnavailable,
+)
 from voyado_sync.voyado import (
     Delivered,
     Failed,
+    Rejected,
     RetryPolicy,
     VoyadoClient,
     echo_problems,
@@ -573,13 +585,6 @@ def test_cancelling_the_task_ends_a_pause_at_once() -> None:
 
 # -- 7. secrets, in every encoding a server may echo them ---------------------------------------
 
-import base64  # noqa: E402
-import html  # noqa: E402
-import json  # noqa: E402
-from urllib.parse import quote, quote_plus  # noqa: E402
-
-from voyado_sync.exceptions import FatalApiError  # noqa: E402
-from voyado_sync.voyado import Rejected  # noqa: E402
 
 CORE = "Zq7Secret"  # survives every encoding below but base64, checked separately
 # Header values are ASCII: the keys are, with every character an encoding treats specially.
@@ -587,8 +592,6 @@ KEYS = [f'sk+{CORE}/"q\\x=', f"a b+{CORE}&<>'/", f"{CORE}%2B~\t;"]
 
 
 def _lower_hex(text: str) -> str:
-    import re
-
     return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), text)
 
 
