@@ -11,9 +11,12 @@
     ├── SchemaRefused               voyado-sync refused a schema change to protect data (exit 2)
     └── ApiError                    Voyado answered in a way the caller must handle
         ├── RetryableApiError       429, 502/503/504, network trouble: try again later
+        │   ├── ListingUnavailable  a listing could not be read: keep the row in flight
+        │   └── ClientStopped       the client was stopped (``VoyadoClient.stop``)
+        ├── ContactGone             the listing says 404 ContactNotFound: the contact is gone
         ├── RequestRefused          Voyado refused one request for good (a 4xx on a schema
         │                           create or delete): fix that schema; other work goes on
-        └── FatalApiError           401/403/redirect: no request can succeed; stop the run (exit 2)
+        └── FatalApiError           401/403/407/redirect: no request can succeed; stop the run
 
 ``RowRejected`` is not an error of the run: it marks one row as not sendable (bad payload,
 NULL key) and the run goes on with the next row.
@@ -110,6 +113,57 @@ class RetryableApiError(ApiError):
 class RequestRefused(ApiError):
     """Voyado refused one request permanently (a 4xx other than 401/403), such as creating a
     schema that breaks one of its rules or limits. Only the work that needed it stops."""
+
+
+class ListingUnavailable(RetryableApiError):
+    """A contact's interactions could not be listed, so whether a row is stored is unknown.
+
+    Raised by ``VoyadoClient.list_interactions`` / ``find_delivered`` for every failure other
+    than 401/403 (``FatalApiError``) and 404 ``ContactNotFound`` (``ContactGone``): 5xx,
+    429 or network trouble past the retry budget, a 404 without Voyado's error code, an
+    answer that is not JSON or of a shape not recognised, paging that does not end, an echo the
+    matcher cannot decide on. The row must stay in flight: neither resent nor given up.
+
+    ``cause`` is a short machine-readable word: ``"server-error"`` (5xx, past the retry
+    budget), ``"throttled"`` (429s past the throttle budget), ``"network"`` (no answer, past
+    the budget), ``"not-voyado-404"``, ``"http-error"`` (another 4xx), ``"not-json"``,
+    ``"unknown-shape"``, ``"too-many-pages"``, ``"repeated-page"``, ``"undecidable-echo"``;
+    ``observed_status`` is the HTTP status seen, if any. ``status`` is the same except for a
+    404 without Voyado's code, where it is None: that 404 is not Voyado's answer, and callers
+    that read ``status == 404`` as "the contact is gone" must not take it for one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cause: str,
+        observed_status: int | None = None,
+        error_code: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        self.cause = cause
+        self.observed_status = observed_status
+        status = None if observed_status == 404 else observed_status
+        super().__init__(message, status=status, error_code=error_code, body=body)
+
+
+class ClientStopped(RetryableApiError):
+    """``VoyadoClient.stop()`` was called: no new request starts and waits end at once.
+
+    ``may_have_left`` is true when a request was abandoned after it may have reached Voyado
+    (its outcome is unknown), false when it was stopped before it was sent.
+    """
+
+    def __init__(self, message: str, *, may_have_left: bool = False) -> None:
+        self.may_have_left = may_have_left
+        super().__init__(message)
+
+
+class ContactGone(ApiError):
+    """The listing answered 404 with Voyado's ``ContactNotFound``: the contact does not exist
+    (merged or deleted), so nothing can be stored under it any more. ``status`` is 404 and
+    ``error_code`` ``"ContactNotFound"``."""
 
 
 class FatalApiError(ApiError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from voyado_sync.exceptions import ClientStopped, ContactGone, ListingUnavailable
 from voyado_sync.voyado.client import LOOKUP_KEYS, RetryPolicy, VoyadoClient
 from voyado_sync.voyado.models import (
     ContactAmbiguous,
@@ -17,17 +18,20 @@ from voyado_sync.voyado.models import (
     SchemaSummary,
 )
 from voyado_sync.voyado.pacing import RateLimiter
-from voyado_sync.voyado.reconcile import find_match, matches
+from voyado_sync.voyado.reconcile import echo_problems, find_match, matches
 
 __all__ = [
     "LOOKUP_KEYS",
+    "ClientStopped",
     "ContactAmbiguous",
     "ContactFound",
+    "ContactGone",
     "ContactInvalid",
     "ContactNotFound",
     "Delivered",
     "DeliveryOutcome",
     "Failed",
+    "ListingUnavailable",
     "LookupOutcome",
     "RateLimiter",
     "Rejected",
@@ -35,6 +39,7 @@ __all__ = [
     "RetryPolicy",
     "SchemaSummary",
     "VoyadoClient",
+    "echo_problems",
     "find_match",
     "matches",
 ]

@@ -9,8 +9,18 @@ it, two retry disciplines:
   POST whose outcome is unknown (5xx, read timeout, dropped connection) is followed by a listing
   of the contact's interactions; it is resent only when the interaction is not there.
 
-The API key lives in a request header only: never in a URL, a message, a repr or the stats,
-and it is replaced by ``***`` in any response body that is kept.
+The API key lives in a request header only: never in a URL, a message, a repr or the stats.
+It and any proxy credentials are replaced by ``***`` in every text taken from a response, in
+every encoding a server may echo them (``redact.py``).
+
+Bounded waits: every exchange has a total ``deadline`` (connect, send and the complete
+answer), a ``Retry-After`` is capped (``pacing.sane_retry_after``), and ``stop()`` ends every
+wait and exchange at once, so a stopped run's senders return within moments.
+
+What is not Voyado's answer is not taken for one: a 2xx to a POST without an interaction id
+is an unknown outcome (``Failed(maybe_delivered=True)``), and a listing is trusted only when
+it is JSON of a known shape read to its last page, its 404 only with ``ContactNotFound``
+(``ContactGone``); anything else is ``ListingUnavailable``.
 """
 
 from __future__ import annotations
@@ -19,8 +29,10 @@ import asyncio
 import json
 import math
 import random as _random
+import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -31,7 +43,15 @@ from urllib.parse import quote
 import httpx
 
 from voyado_sync import __version__
-from voyado_sync.exceptions import ApiError, FatalApiError, RequestRefused, RetryableApiError
+from voyado_sync.exceptions import (
+    ApiError,
+    ClientStopped,
+    ContactGone,
+    FatalApiError,
+    ListingUnavailable,
+    RequestRefused,
+    RetryableApiError,
+)
 from voyado_sync.voyado.models import (
     ContactAmbiguous,
     ContactFound,
@@ -46,8 +66,9 @@ from voyado_sync.voyado.models import (
     RequestStats,
     SchemaSummary,
 )
-from voyado_sync.voyado.pacing import RateLimiter
-from voyado_sync.voyado.reconcile import find_match
+from voyado_sync.voyado.pacing import RateLimiter, sane_retry_after
+from voyado_sync.voyado.reconcile import UndecidableEcho, find_match
+from voyado_sync.voyado.redact import Redactor, proxy_secrets
 from voyado_sync.voyado.transport import Http11Transport
 
 __all__ = ["LOOKUP_KEYS", "RetryPolicy", "VoyadoClient"]
@@ -71,6 +92,7 @@ _UNKNOWN_OUTCOME_ERRORS: tuple[type[httpx.TransportError], ...] = (
 )
 # The request never left: resending cannot create a duplicate.
 _NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
+    httpx.ProxyError,  # the proxy refused the tunnel: nothing reached Voyado
     httpx.ConnectError,
     httpx.ConnectTimeout,
     httpx.PoolTimeout,
@@ -78,7 +100,8 @@ _NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
 # An error code that no amount of retrying fixes, even though it comes with a 500.
 _CONFIG_ERROR_CODES = frozenset({"InvalidSystemConfiguration"})
 _MAX_BODY = 500
-_MAX_PAGES = 10_000
+# How much of a response body is scanned for secrets and error details.
+_SCAN = 64 * 1024
 # Where _send leaves the time the limiter let a request go (Response.extensions).
 _SENT_AT = "voyado_sync.sent_at"
 
@@ -142,9 +165,11 @@ class VoyadoClient:
 
     ``rate`` is requests per second (ignored when a shared ``limiter`` is passed);
     ``concurrency`` bounds the exchanges in flight and sizes the connection pool; ``timeout``
-    applies to connect, read, write and pool waits alike. ``transport`` is for tests
+    applies to connect, read, write and pool waits alike, and ``deadline`` (default:
+    ``timeout``) to each whole exchange, connect, send and the complete answer together, on
+    either transport. ``stop()`` ends every wait and request at once. ``transport`` is for tests
     (``httpx.MockTransport``), as are ``sleep``, ``clock`` and ``random``, which drive every
-    back-off and pause.
+    back-off and pause. ``max_list_pages`` bounds one listing (``ListingUnavailable`` past it).
     """
 
     def __init__(
@@ -162,6 +187,8 @@ class VoyadoClient:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
+        max_list_pages: int = 200,
+        deadline: float | None = None,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -172,8 +199,18 @@ class VoyadoClient:
             raise ValueError("api_key is empty")
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if max_list_pages < 1:
+            raise ValueError(f"max_list_pages must be at least 1, got {max_list_pages}")
+        self.max_list_pages = max_list_pages
+        if deadline is not None and not deadline > 0:
+            raise ValueError(f"deadline must be positive, got {deadline}")
+        self.deadline = deadline if deadline is not None else timeout
+        self._stopping = False
+        self._scopes: set[asyncio.Timeout] = set()
         self.base_url = str(url).rstrip("/")
         self._key = _Secret(api_key.strip())
+        # The key, and the credentials of any proxy httpx may use, as a server may echo them.
+        self._redactor = Redactor([self._key.get(), *proxy_secrets()])
         self.retry = retry
         self.user_agent = user_agent
         self.concurrency = concurrency
@@ -291,7 +328,18 @@ class VoyadoClient:
                 continue
             self._raise_for_fatal(resp)
             if 200 <= status < 300:
-                return
+                if not resp.content.strip() or _is_json(resp):
+                    return
+                if await self.get_schema(schema_id) is not None:
+                    return
+                # A 2xx page that is not JSON (a WAF's or portal's) is not Voyado's answer,
+                # and the schema is not there: say so rather than send rows to nowhere.
+                raise ApiError(
+                    f"Could not {what}: the answer (HTTP {status}, {self._content_type(resp)}) "
+                    "is not Voyado's, and the schema is not in Voyado",
+                    status=status,
+                    body=self._keep(resp.text),
+                )
             if status >= 500:
                 attempts += 1
                 if attempts >= self.retry.max_attempts:
@@ -329,17 +377,23 @@ class VoyadoClient:
     # ----------------------------------------------------------------------- interactions
 
     async def deliver_interaction(
-        self, body: dict[str, Any], *, claimed: set[str] | None = None
+        self,
+        body: dict[str, Any],
+        *,
+        claimed: set[str] | None = None,
+        resend_unmatched: bool = True,
     ) -> DeliveryOutcome:
         """POST one interaction so that it is stored exactly once.
 
-        * 2xx: ``Delivered(id)``; 429: pause (see ``RateLimiter``) and resend, which is safe as
-          Voyado did not process it, without spending an attempt.
+        * 2xx with an interaction id: ``Delivered(id)``. A 2xx without one is
+          ``Failed(maybe_delivered=True)``, not sent again (see ``_not_voyados_answer``).
+        * 429: pause (see ``RateLimiter``) and resend, which is safe as Voyado did not
+          process it, without spending an attempt.
         * The request never left (connect error, pool timeout): back off and resend.
         * Unknown outcome (5xx, read/write timeout, dropped connection): back off, then list
           the contact's interactions of the schema; a match is ``Delivered(id,
           reconciled=True)`` and nothing is resent, otherwise resend.
-        * Other 4xx: ``Rejected``, not retried. 401/403 raise ``FatalApiError``.
+        * Other 4xx: ``Rejected``, not retried. 401/403/407 raise ``FatalApiError``.
         * Attempts used up: ``Failed``, with ``maybe_delivered`` set when the last outcome
           could not be checked.
 
@@ -347,9 +401,33 @@ class VoyadoClient:
         whole run. Every id this call delivers or reconciles is added to it, so two identical
         rows can never both claim the same stored interaction. Matching is precise only when
         the body has a ``createdDate`` (the engine always sets one).
+
+        ``resend_unmatched=False``: an unknown outcome whose listing shows no match is not
+        resent but returned as ``Failed(maybe_delivered=True)``, to be looked up again later.
+        Voyado may list a new interaction seconds late, so a resend right after one look can
+        duplicate it; pass False when the caller reconciles in-flight rows later (or when
+        ``echo_problems`` says the matcher cannot recognise this Voyado's echoes).
+
+        After ``stop()``: ``Failed``, with ``maybe_delivered`` set when a POST may have
+        reached Voyado and was not checked (a request abandoned in flight, or a back-off
+        after an unknown outcome cut short).
         """
-        if claimed is None:
-            claimed = set()
+        uncertain = [False]  # the last POST's outcome is unknown and unchecked
+        try:
+            return await self._deliver(
+                body, set() if claimed is None else claimed, uncertain, resend_unmatched
+            )
+        except ClientStopped as exc:
+            maybe = uncertain[0] or exc.may_have_left
+            return Failed(
+                "stopped before the interaction was delivered"
+                + ("; it may have been stored, so it is left to be reconciled" if maybe else ""),
+                maybe_delivered=maybe,
+            )
+
+    async def _deliver(
+        self, body: dict[str, Any], claimed: set[str], uncertain: list[bool], resend: bool
+    ) -> DeliveryOutcome:
         attempts = 0
         throttled = 0.0
         while True:
@@ -372,8 +450,9 @@ class VoyadoClient:
                 status = resp.status_code
                 if 200 <= status < 300:
                     interaction_id = _interaction_id(resp)
-                    if interaction_id:
-                        claimed.add(interaction_id)
+                    if not interaction_id:
+                        return self._not_voyados_answer(resp)
+                    claimed.add(interaction_id)
                     return Delivered(interaction_id)
                 if status == 429:
                     try:
@@ -396,6 +475,7 @@ class VoyadoClient:
             # sending again, even after the last attempt, so a stored row is never reported
             # as failed (and sent again by the next run).
             attempts += 1
+            uncertain[0] = True
             await self._backoff(attempts)
             if not _can_reconcile(body):
                 return Failed(
@@ -418,6 +498,15 @@ class VoyadoClient:
                 )
             if found is not None:
                 return Delivered(found, reconciled=True)
+            if not resend:
+                return Failed(
+                    f"{unknown}; not in Voyado's listing yet, which may lag: left in flight to "
+                    "be looked up again, not resent",
+                    status=status,
+                    error_code=code,
+                    maybe_delivered=True,
+                )
+            uncertain[0] = False
             if attempts >= self.retry.max_attempts:
                 return Failed(
                     f"{unknown} (after {attempts} attempts; not stored)",
@@ -426,13 +515,75 @@ class VoyadoClient:
                 )
             self.stats.retries += 1
 
+    def _not_voyados_answer(self, resp: httpx.Response) -> Failed:
+        """A 2xx to a POST that carries no interaction id: an unknown outcome, kept in flight.
+
+        Voyado answers a stored interaction with its id. A 2xx without one (``200 text/html``
+        from a WAF or a captive portal, JSON without ``id``, a 204) is not Voyado's answer, so
+        it proves nothing either way: a proxy may have passed the POST on and replaced the
+        answer (the interaction is stored), or blocked it (nothing is stored).
+
+        * Counting it as delivered could lose the row (the WAF blocked it) and would put an
+          empty interaction id in the ledger.
+        * Resending at once could store it twice (the proxy passed it on).
+        * Listing now, as after a 5xx, would ask the same middlebox, whose answer is no more
+          Voyado's than this one.
+
+        So the row is ``Failed(maybe_delivered=True)``: it stays in flight and is reconciled
+        (``find_delivered``) before it is ever sent again, which can neither lose nor
+        duplicate it.
+        """
+        return Failed(
+            f"Voyado's answer to the POST (HTTP {resp.status_code}, {self._content_type(resp)}) "
+            "carries no interaction id: not Voyado's answer (a proxy, WAF or portal?); "
+            "the interaction may or may not be stored, so it is left to be reconciled",
+            status=resp.status_code,
+            maybe_delivered=True,
+        )
+
+    async def get_interaction(self, interaction_id: str) -> dict[str, Any] | None:
+        """Voyado's stored view of one interaction (``GET /api/v3/interactions/{id}``):
+        ``{"id", "contactId", "schemaId", "createdDate", "payload", ...}``, or None on 404.
+
+        For the echo self-check: after a first delivery, compare the body sent with this echo
+        (``reconcile.echo_problems``) to learn whether the matcher recognises how this Voyado
+        echoes what it stored. Raises ``ApiError`` when the answer is not a JSON object or an
+        error other than 404 (``RetryableApiError`` past the retry budget, ``FatalApiError``
+        for 401/403/407), ``ClientStopped`` after ``stop()``.
+        """
+        if not interaction_id or not interaction_id.strip():
+            raise ValueError("interaction_id is empty")
+        what = "read an interaction"
+        path = f"{_INTERACTIONS}/{quote(interaction_id.strip(), safe='')}"
+        resp = await self._idempotent("interaction_get", "GET", path, what=what)
+        if resp.status_code == 404:
+            return None
+        if resp.status_code >= 300:
+            raise self._api_error(resp, what)
+        data = self._json(resp, what)
+        if not isinstance(data, dict):
+            raise ApiError(
+                f"Could not {what}: the answer is not a JSON object",
+                status=resp.status_code,
+                body=self._keep(resp.text),
+            )
+        return data
+
     async def find_delivered(self, body: Mapping[str, Any], *, claimed: set[str]) -> str | None:
         """The id of a stored interaction matching ``body`` and not in ``claimed``, or None.
 
         For rows whose POST outcome is unknown (e.g. left in flight by a crashed run). The id
-        found is added to ``claimed``. Lists afresh on every call. Raises ``ApiError``
-        (``RetryableApiError`` for 429/5xx/network) when the listing cannot be read: the row
-        must then stay in flight, neither resent nor given up.
+        found is added to ``claimed``; an id already in ``claimed`` is never returned. Lists
+        afresh on every call. None means no listed interaction can be this row's.
+
+        Raises:
+            ContactGone: 404 ``ContactNotFound``: the contact does not exist any more.
+            ListingUnavailable: the outcome cannot be checked now (see ``list_interactions``;
+                also ``cause="undecidable-echo"`` when a listed interaction could be this
+                row's but its ``createdDate`` cannot be compared): keep the row in flight,
+                neither resent nor given up.
+            ClientStopped: after ``stop()``; keep the row in flight.
+            FatalApiError: 401/403/407.
         """
         found = await self.find_delivered_many([body], claimed=claimed)
         return found[0]
@@ -452,7 +603,12 @@ class VoyadoClient:
             key = (str(body["contactId"]), str(body["schemaId"]))
             if key not in listings:
                 listings[key] = await self.list_interactions(*key)
-            found = find_match(listings[key], body, exclude_ids=claimed)
+            try:
+                found = find_match(listings[key], body, exclude_ids=claimed)
+            except UndecidableEcho as exc:
+                raise ListingUnavailable(
+                    f"Could not check Voyado's interactions: {exc}", cause="undecidable-echo"
+                ) from None
             if found is not None:
                 claimed.add(found)
                 self.stats.reconciled += 1
@@ -460,38 +616,125 @@ class VoyadoClient:
         return out
 
     async def list_interactions(self, contact_id: str, schema_id: str) -> list[dict[str, Any]]:
-        """Every interaction of one contact and schema, following continuation links."""
+        """Every interaction of one contact and schema, in the order Voyado gives them.
+
+        Reads every shape seen for ``GET /api/v3/interactions?contactId=&schemaId=``: a bare
+        array; ``{"items": [...]}`` or ``{"data": [...]}`` (either order: nothing here assumes
+        newest or oldest first); the next page from ``links`` (``rel: next``, or a link with a
+        ``continuation`` token), from ``links: {"next": ...}``, or from ``nextPage`` /
+        ``next`` / ``nextLink`` / ``@odata.nextLink`` / ``continuationToken`` (a URL or path is
+        followed on our own base URL, a bare token is sent back as ``continuation``, a number
+        as ``page``). No page size is assumed: paging ends when no next page is named.
+
+        Raises:
+            ContactGone: 404 with Voyado's ``ContactNotFound``: the contact does not exist.
+            ListingUnavailable: anything else that keeps us from reading the whole listing
+                (5xx/429/network past the retry budget, a 404 without Voyado's code, not JSON,
+                an unknown shape, more than ``max_list_pages`` pages, a page repeated).
+            FatalApiError: 401/403/407 or a redirect.
+        """
         what = "list interactions"
         params: dict[str, str] = {"contactId": contact_id, "schemaId": schema_id}
         path = _INTERACTIONS
         items: list[dict[str, Any]] = []
         seen: set[str] = set()
-        for _ in range(_MAX_PAGES):
-            resp = await self._idempotent("interaction_list", "GET", path, params=params, what=what)
-            if resp.status_code >= 400:
-                raise self._api_error(resp, what)
-            data = self._json(resp, what)
-            page: Any
-            links: Any
-            if isinstance(data, list):
-                page, links = data, []
-            elif isinstance(data, Mapping):
-                page = data.get("items") or []
-                links = data.get("links") or []
-            else:
-                page, links = [], []
-            if not isinstance(page, list):
-                raise ApiError(f"Could not {what}: 'items' is not a list", status=resp.status_code)
-            items.extend(x for x in page if isinstance(x, dict))
-            nxt = _next_page(links, contact_id, schema_id)
+        for _ in range(self.max_list_pages):
+            try:
+                resp = await self._idempotent(
+                    "interaction_list", "GET", path, params=params, what=what
+                )
+            except ClientStopped:
+                raise
+            except RetryableApiError as exc:
+                cause = (
+                    "network"
+                    if exc.status is None
+                    else "throttled"
+                    if exc.status == 429
+                    else "server-error"
+                )
+                raise ListingUnavailable(
+                    f"Could not check Voyado's interactions: {exc}",
+                    cause=cause,
+                    observed_status=exc.status,
+                    error_code=exc.error_code,
+                    body=exc.body,
+                ) from exc
+            status = resp.status_code
+            if status >= 300:
+                raise self._listing_error(resp)
+            try:
+                data = json.loads(resp.content) if resp.content.strip() else _NO_JSON
+            except ValueError:
+                data = _NO_JSON
+            if data is _NO_JSON:
+                raise ListingUnavailable(
+                    f"Could not check Voyado's interactions: the answer (HTTP {status}, "
+                    f"{self._content_type(resp)}) is not JSON, so not Voyado's",
+                    cause="not-json",
+                    observed_status=status,
+                    body=self._keep(resp.text),
+                )
+            page = _listing_page(data)
+            if page is None:
+                raise ListingUnavailable(
+                    "Could not check Voyado's interactions: the listing has a shape not "
+                    "recognised (no items, data or bare array)",
+                    cause="unknown-shape",
+                    observed_status=status,
+                    body=self._keep(resp.text),
+                )
+            items.extend(page)
+            nxt = _next_page(data, contact_id, schema_id)
             if nxt is None:
                 return items
             path, params = nxt
             token = f"{path}?{sorted(params.items())}"
             if token in seen:
-                raise RetryableApiError(f"Could not {what}: Voyado repeated a continuation token")
+                raise ListingUnavailable(
+                    "Could not check Voyado's interactions: Voyado named a page it had "
+                    "already given (it repeated a continuation token)",
+                    cause="repeated-page",
+                    observed_status=status,
+                )
             seen.add(token)
-        raise RetryableApiError(f"Could not {what}: more than {_MAX_PAGES} pages")
+        raise ListingUnavailable(
+            f"Could not check Voyado's interactions: more than {self.max_list_pages} pages "
+            f"for contact {contact_id} and schema {schema_id}",
+            cause="too-many-pages",
+        )
+
+    def _listing_error(self, resp: httpx.Response) -> ApiError:
+        status = resp.status_code
+        info = self._error_info(resp)
+        if status == 404 and (info.code or "").lower() == "contactnotfound":
+            return ContactGone(
+                f"Voyado has no contact with that id (404 ContactNotFound): {info.message}",
+                status=404,
+                error_code="ContactNotFound",
+                body=info.body,
+            )
+        if status == 404:
+            return ListingUnavailable(
+                "Could not check Voyado's interactions: a 404 without Voyado's ContactNotFound "
+                f"code ({_describe(status, info)}; {self._content_type(resp)}) is not proof "
+                "that the contact is gone",
+                cause="not-voyado-404",
+                observed_status=404,
+                error_code=info.code,
+                body=info.body,
+            )
+        return ListingUnavailable(
+            f"Could not check Voyado's interactions: Voyado answered {_describe(status, info)}",
+            cause="server-error" if status >= 500 else "http-error",
+            observed_status=status,
+            error_code=info.code,
+            body=info.body,
+        )
+
+    def _content_type(self, resp: httpx.Response) -> str:
+        kind = resp.headers.get("Content-Type", "no Content-Type").split(";")[0].strip()
+        return self._redact(kind)[:80]
 
     # --------------------------------------------------------------------------- contacts
 
@@ -522,7 +765,7 @@ class VoyadoClient:
         if status == 404:
             return ContactNotFound(message)
         if status == 409:
-            return ContactAmbiguous(_ambiguous_ids(resp), message)
+            return ContactAmbiguous(tuple(self._redact(x) for x in _ambiguous_ids(resp)), message)
         if status >= 500 and info.code in _CONFIG_ERROR_CODES:
             raise FatalApiError(
                 f"Voyado cannot {what}: {info.code} (the tenant is not set up for it): {message}",
@@ -554,6 +797,56 @@ class VoyadoClient:
             "Accept": "application/json",
         }
 
+    # ------------------------------------------------------------------------- stopping
+
+    def stop(self) -> None:
+        """Stop trying: from now on no request starts, and every wait ends at once.
+
+        Waits for a connection slot, for a token or a 429 pause of the limiter, and back-off
+        sleeps end with ``ClientStopped``; requests in flight are abandoned at once (their
+        connection closed). ``deliver_interaction`` then returns ``Failed`` (with
+        ``maybe_delivered=True`` when a POST may have reached Voyado); the other methods
+        raise ``ClientStopped`` (``lookup_contact`` returns ``Failed``). Idempotent. Call it
+        from the event loop's thread (a ``loop.add_signal_handler`` callback is); from another
+        thread use ``loop.call_soon_threadsafe(client.stop)``. Meant for SIGTERM and Ctrl-C:
+        whatever the server does, the client's calls return within moments.
+        """
+        self._stopping = True
+        if not self._scopes:
+            return
+        now = asyncio.get_running_loop().time()
+        for scope in list(self._scopes):
+            scope.reschedule(now)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether ``stop()`` was called."""
+        return self._stopping
+
+    @asynccontextmanager
+    async def _stoppable(
+        self, seconds: float | None, *, may_have_left: bool = False
+    ) -> AsyncIterator[None]:
+        """A scope that ``stop()`` ends at once, and that ends by itself after ``seconds``.
+
+        Ended by ``stop()``: ``ClientStopped``. Ended by time: ``TimeoutError``.
+        """
+        if self._stopping:
+            raise ClientStopped("the client was stopped", may_have_left=False)
+        try:
+            async with asyncio.timeout(seconds) as scope:
+                self._scopes.add(scope)
+                try:
+                    yield
+                finally:
+                    self._scopes.discard(scope)
+        except TimeoutError:
+            if self._stopping:
+                raise ClientStopped("the client was stopped", may_have_left=may_have_left) from None
+            raise
+
+    # ---------------------------------------------------------------------------- sending
+
     async def _send(
         self,
         kind: RequestKind,
@@ -563,19 +856,39 @@ class VoyadoClient:
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
     ) -> httpx.Response:
-        """One exchange: a slot, a token, the request. Transport errors propagate."""
+        """One exchange: a slot, a token, the request, within ``deadline`` seconds in all.
+
+        Transport errors propagate; a request that has no complete answer by its deadline
+        raises ``httpx.ReadTimeout`` (it may have reached Voyado). ``ClientStopped`` after
+        ``stop()``.
+        """
         content = None if json_body is None else _encode(json_body)
         # Take the slot first, then the token: a token spent while waiting for a slot would
         # let requests leave in a clump when slots free up.
-        async with self._slots:
-            sent_at = await self.limiter.acquire()
+        async with self._stoppable(None):
+            await self._slots.acquire()
             try:
+                sent_at = await self.limiter.acquire()
+            except BaseException:
+                self._slots.release()
+                raise
+        try:
+            async with self._stoppable(self.deadline, may_have_left=True):
                 resp = await self._http.request(
                     method, self._url(path), params=params, content=content, headers=self._headers()
                 )
-            except httpx.TransportError:
-                self.stats.record(kind, "network")
-                raise
+        except TimeoutError:
+            self.stats.record(kind, "network")
+            # httpx's own transport times each read, not the whole answer: a response dripped
+            # one byte at a time would outlive any timeout. This is the whole exchange's.
+            raise httpx.ReadTimeout(
+                f"no complete answer within the request's deadline ({self.deadline:g} s)"
+            ) from None
+        except (httpx.TransportError, ClientStopped):
+            self.stats.record(kind, "network")
+            raise
+        finally:
+            self._slots.release()
         self.stats.record(kind, resp.status_code)
         resp.extensions[_SENT_AT] = sent_at  # for the limiter, should this be a 429
         return resp
@@ -625,11 +938,13 @@ class VoyadoClient:
     async def _backoff(self, attempt: int) -> None:
         # Full jitter: concurrent senders that failed together do not come back together.
         ceiling = min(self.retry.backoff_max, self.retry.backoff_base * 2 ** (attempt - 1))
-        await self._sleep(self._random() * ceiling)
+        async with self._stoppable(None):
+            await self._sleep(self._random() * ceiling)
 
     def _throttle(self, resp: httpx.Response, throttled: float) -> float:
         """Apply a 429 to the limiter; return the request's total throttle wait so far."""
-        retry_after = _retry_after(resp.headers.get("Retry-After"))
+        # Capped, and ignored when absurd, by the limiter too (shared limiters included).
+        retry_after = sane_retry_after(_retry_after(resp.headers.get("Retry-After")))
         if retry_after is not None:
             # A Retry-After beyond our whole budget would stall every sender for nothing.
             retry_after = min(retry_after, self.retry.throttle_max_wait)
@@ -655,10 +970,15 @@ class VoyadoClient:
 
     def _raise_for_fatal(self, resp: httpx.Response) -> None:
         status = resp.status_code
-        if status not in (401, 403) and not 300 <= status < 400:
+        if status not in (401, 403, 407) and not 300 <= status < 400:
             return
         info = self._error_info(resp)
-        if status == 401:
+        if status == 407:
+            text = (
+                "the HTTP proxy refused its credentials (407 Proxy Authentication Required): "
+                "check the user and password in HTTPS_PROXY / HTTP_PROXY"
+            )
+        elif status == 401:
             text = "Voyado rejected the API key (401): check VOYADO_API_KEY"
         elif status == 403:
             text = (
@@ -700,13 +1020,17 @@ class VoyadoClient:
 
     def _error_info(self, resp: httpx.Response) -> _ErrorInfo:
         """Voyado's error code and message, read defensively from a body of unknown shape."""
-        text = self._redact(resp.text)
-        code: str | None = None
-        message = ""
+        # Only the start of a huge page is read: what is kept is 500 characters of it.
+        raw = resp.text[:_SCAN]
+        # Parsed before redaction, so an escaped key cannot break the JSON; every string taken
+        # from it is redacted below in its decoded form.
         try:
-            data = json.loads(text) if text.strip() else None
+            data = json.loads(raw) if raw.strip() else None
         except ValueError:
             data = None
+        text = self._redact(raw)
+        code: str | None = None
+        message = ""
         if isinstance(data, Mapping):
             for key in ("errorCode", "code", "error", "title"):
                 value = data.get(key)
@@ -724,13 +1048,17 @@ class VoyadoClient:
             message = data
         elif text.strip():
             message = text.strip()
-        return _ErrorInfo(code, message[:_MAX_BODY], text[:_MAX_BODY])
+        if code is not None:
+            code = self._redact(code)[:200]
+        return _ErrorInfo(code, self._redact(message)[:_MAX_BODY], text[:_MAX_BODY])
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key.get(), "***")
+        """``text`` with the API key and proxy credentials masked, in every encoding."""
+        return self._redactor(text)
 
     def _keep(self, text: str) -> str:
-        return self._redact(text)[:_MAX_BODY]
+        # Redacted before it is cut to size, so no cut can leave part of a secret.
+        return self._redact(text[:_SCAN])[:_MAX_BODY]
 
     def _json(self, resp: httpx.Response, what: str) -> Any:
         try:
@@ -789,26 +1117,41 @@ def _interaction_id(resp: httpx.Response) -> str:
     if isinstance(data, Mapping):
         for key in ("id", "interactionId"):
             value = data.get(key)
-            if isinstance(value, str) and value:
-                return value
+            if isinstance(value, str) and value.strip():
+                return value.strip()
     return ""
+
+
+def _is_json(resp: httpx.Response) -> bool:
+    try:
+        json.loads(resp.content)
+    except ValueError:
+        return False
+    return True
+
+
+# What a contact id can look like (a GUID in practice): never a page's text.
+_ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
 def _contact_id(resp: httpx.Response) -> str:
     try:
         data = resp.json()
     except ValueError:
-        # Tolerate a bare, unquoted id.
-        text = resp.text.strip()
-        return text if text and " " not in text else ""
-    if isinstance(data, str):
-        return data.strip()
+        # Tolerate a bare, unquoted id, but not a one-word HTML page.
+        if "html" in resp.headers.get("Content-Type", "").lower():
+            return ""
+        data = resp.text
+    value: Any = data
     if isinstance(data, Mapping):
-        for key in ("contactId", "id"):
-            value = data.get(key)
-            if isinstance(value, str) and value:
-                return value
-    return ""
+        value = next(
+            (data[k] for k in ("contactId", "id") if isinstance(data.get(k), str) and data[k]),
+            "",
+        )
+    if not isinstance(value, str):
+        return ""
+    value = value.strip()
+    return value if _ID_SHAPE.fullmatch(value) else ""
 
 
 def _ambiguous_ids(resp: httpx.Response) -> tuple[str, ...]:
@@ -848,14 +1191,70 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _next_page(links: Any, contact_id: str, schema_id: str) -> tuple[str, dict[str, str]] | None:
-    """Path and params of the next page, from a ``links`` list, or None on the last page.
+_ITEM_KEYS = ("items", "data", "value", "interactions", "results")
+_NEXT_KEYS = ("nextPage", "next", "nextLink", "@odata.nextLink", "continuationToken")
+_NO_JSON = object()
 
-    Only the continuation token and the path are taken from the link: the request goes to our
-    own base URL, so the API key is never sent to a host named in a response.
-    """
-    if not isinstance(links, list):
+
+def _listing_page(data: Any) -> list[dict[str, Any]] | None:
+    """The interactions on one listing page, or None when the shape is not one we know."""
+    page: Any
+    if isinstance(data, list):
+        page = data
+    elif isinstance(data, Mapping):
+        key = next((k for k in _ITEM_KEYS if k in data), None)
+        if key is None:
+            return None
+        # .NET serialisers write an empty collection as null.
+        page = data[key] if data[key] is not None else []
+    else:
         return None
+    if not isinstance(page, list):
+        return None
+    return [x for x in page if isinstance(x, dict)]
+
+
+def _next_page(data: Any, contact_id: str, schema_id: str) -> tuple[str, dict[str, str]] | None:
+    """Path and params of the next listing page, or None on the last page.
+
+    Only the path and query are taken from a link: the request goes to our own base URL, so
+    the API key is never sent to a host named in a response.
+    """
+    if not isinstance(data, Mapping):
+        return None
+    links = data.get("links")
+    target: Any = None
+    if isinstance(links, list):
+        target = _next_link(links)
+    elif isinstance(links, Mapping):
+        target = links.get("next")
+    if target is None:
+        target = next((data[k] for k in _NEXT_KEYS if data.get(k) not in (None, "")), None)
+    if isinstance(target, Mapping):
+        target = target.get("href")
+    if target is None or target is False or target == "":
+        return None
+    params: dict[str, str]
+    if isinstance(target, bool):
+        return None
+    if isinstance(target, int):
+        params, path = {"page": str(target)}, _INTERACTIONS
+    elif isinstance(target, str) and ("/" in target or "?" in target):
+        href = httpx.URL(target)
+        params = dict(href.params.items())
+        if "continuation" in params and not params["continuation"]:
+            return None
+        path = href.path if href.path.startswith("/api/") else _INTERACTIONS
+    elif isinstance(target, str):
+        params, path = {"continuation": target}, _INTERACTIONS
+    else:
+        return None
+    params.setdefault("contactId", contact_id)
+    params.setdefault("schemaId", schema_id)
+    return path, params
+
+
+def _next_link(links: list[Any]) -> str | None:
     candidates = [x for x in links if isinstance(x, Mapping) and isinstance(x.get("href"), str)]
     chosen = next((x for x in candidates if str(x.get("rel", "")).lower() == "next"), None)
     if chosen is None:
@@ -867,13 +1266,4 @@ def _next_page(links: Any, contact_id: str, schema_id: str) -> tuple[str, dict[s
             ),
             None,
         )
-    if chosen is None:
-        return None
-    href = httpx.URL(chosen["href"])
-    params = dict(href.params.items())
-    if "continuation" in params and not params["continuation"]:
-        return None
-    params.setdefault("contactId", contact_id)
-    params.setdefault("schemaId", schema_id)
-    path = href.path if href.path.startswith("/api/") else _INTERACTIONS
-    return path, params
+    return None if chosen is None else str(chosen["href"])

@@ -40,7 +40,8 @@ class Delivered:
 
     ``reconciled`` is true when the POST's outcome was unknown (5xx, timeout, dropped
     connection) and the interaction was then found by listing the contact's interactions.
-    ``interaction_id`` is ``""`` in the unlikely case that a 2xx answer carried no id.
+    ``interaction_id`` is never empty: a 2xx without an id is not Voyado's answer and comes
+    back as ``Failed(maybe_delivered=True)``.
     """
 
     interaction_id: str
@@ -61,8 +62,10 @@ class Failed:
     """A transient failure whose retry budget is used up for this run; try again next run.
 
     ``maybe_delivered`` is true when the last attempt's outcome is unknown *and* could not be
-    checked (the listing failed, or the body lacks contactId/schemaId): Voyado may have stored
-    the interaction, so the row must be reconciled (``find_delivered``) before it is sent again.
+    checked (the listing failed, the body lacks contactId/schemaId, a 2xx carried no
+    interaction id, or ``VoyadoClient.stop()`` abandoned a POST in flight): Voyado may have
+    stored the interaction, so the row must be reconciled (``find_delivered``) before it is
+    sent again. ``reason`` never holds the API key or proxy credentials.
     """
 
     reason: str
@@ -108,7 +111,9 @@ LookupOutcome: TypeAlias = (
     ContactFound | ContactNotFound | ContactAmbiguous | ContactInvalid | Failed
 )
 
-RequestKind = Literal["schema", "interaction_post", "interaction_list", "contact_lookup"]
+RequestKind = Literal[
+    "schema", "interaction_post", "interaction_list", "interaction_get", "contact_lookup"
+]
 
 
 @dataclass

@@ -9,11 +9,19 @@ sender slow down, not just the one that saw it.
 from __future__ import annotations
 
 import asyncio
+import math
 import random as _random
 import time
 from collections.abc import Awaitable, Callable
 
-__all__ = ["RateLimiter"]
+__all__ = ["ABSURD_RETRY_AFTER", "MAX_RETRY_AFTER", "RateLimiter", "sane_retry_after"]
+
+#: The longest ``Retry-After`` pause honoured, in seconds. Voyado suggests back-offs up to
+#: 300 s; a longer pause stalls every sender of the run (and a SIGTERM'd run's exit) for little.
+MAX_RETRY_AFTER = 300.0
+#: A ``Retry-After`` beyond this (``99999``, a date years away) is taken for a mistake and
+#: ignored: the pause is the usual exponential back-off, as when no ``Retry-After`` is given.
+ABSURD_RETRY_AFTER = 3600.0
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -31,6 +39,22 @@ _NEAR_STEP = 1 / 3
 _RETRY_REFUSED = 3
 
 
+def sane_retry_after(
+    seconds: float | None, *, cap: float = MAX_RETRY_AFTER, absurd: float = ABSURD_RETRY_AFTER
+) -> float | None:
+    """A server's ``Retry-After`` (seconds) made safe to wait for.
+
+    Negative values count as 0; values up to ``cap`` are kept; values above ``cap`` up to
+    ``absurd`` (at least ``cap``) become ``cap``; values above ``absurd``, infinities and NaN
+    become None ("unknown": use the normal back-off).
+    """
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    if seconds > max(absurd, cap):
+        return None
+    return min(max(0.0, seconds), cap)
+
+
 class RateLimiter:
     """Token bucket shared by every request of a run (one per API key).
 
@@ -40,7 +64,9 @@ class RateLimiter:
 
     AIMD: on a 429 (``on_throttled``) the rate is halved (floor 1/s, or the configured rate if
     that is lower) and all senders pause until ``Retry-After`` when given, or else for an
-    exponential back-off with jitter that grows with consecutive throttle episodes. Then:
+    exponential back-off with jitter that grows with consecutive throttle episodes.
+    ``Retry-After`` is capped at ``max_retry_after`` (300 s), and a value beyond
+    ``ABSURD_RETRY_AFTER`` (an hour) is ignored (see ``sane_retry_after``). Then:
 
     - one second after the pause the rate returns to the highest rate that has held for a
       whole ``recover_after`` period since (a rate refused at or below it forgets it);
@@ -67,6 +93,7 @@ class RateLimiter:
         recover_after: float = 5.0,
         recover_step: float | None = None,
         random: Callable[[], float] = _random.random,
+        max_retry_after: float = MAX_RETRY_AFTER,
     ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
@@ -81,6 +108,7 @@ class RateLimiter:
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._recover_after = recover_after
+        self._max_retry_after = max_retry_after
         self._recover_step = recover_step if recover_step is not None else max(1.0, rate / 10)
 
         self._current = self._rate
@@ -136,9 +164,11 @@ class RateLimiter:
     def on_throttled(self, retry_after: float | None, sent_at: float | None = None) -> float:
         """Record a 429; return the pause, in seconds, that the caller's request now faces.
 
-        ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one;
+        ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one (made
+        safe by ``sane_retry_after``);
         ``sent_at`` is what ``acquire`` returned for the refused request.
         """
+        retry_after = sane_retry_after(retry_after, cap=self._max_retry_after)
         now = self._clock()
         self._advance(now)
         self._last_throttle = now
