@@ -32,6 +32,9 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in _clean(os.environ):
         monkeypatch.delenv(name)
     monkeypatch.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    # The emulator lists what it stores at once; a short listing lag keeps the fault tests
+    # fast (the tests of the lag itself set their own).
+    monkeypatch.setenv("VOYADO_SYNC_LISTING_LAG", "0.3")
 
 
 # ---- emulator ------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ ENV_DUCKDB_MEMORY_LIMIT = "VOYADO_SYNC_DUCKDB_MEMORY_LIMIT"
 ENV_OPEN_WITH_DBT = "VOYADO_SYNC_OPEN_WITH_DBT"
 ENV_DEBUG = "VOYADO_SYNC_DEBUG"
 ENV_PROFILES_DIR = "DBT_PROFILES_DIR"
+ENV_LISTING_LAG = "VOYADO_SYNC_LISTING_LAG"
 
 DEFAULT_STATE_SCHEMA = "voyado_sync"
 DEFAULT_RATE = 40.0
@@ -38,6 +39,13 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 30.0
 #: Commands a person waits on (``schemas ...``) give up sooner than a scheduled run.
 INTERACTIVE_CONCURRENCY = 4
+#: Seconds Voyado may take to list an interaction it stored. A row whose outcome is unknown is
+#: concluded absent (and resent) only when a listing this long after the unknown outcome does
+#: not show it. Voyado does not document the lag; 3 s was observed by others.
+DEFAULT_LISTING_LAG = 10.0
+#: Seconds requests in flight get to finish after SIGTERM/Ctrl-C before they are abandoned
+#: (left in flight, reconciled by the next run), so that a stop is bounded.
+STOP_GRACE = 15.0
 #: (max attempts, back-off base, back-off max) of a scheduled run and of an interactive command.
 RUN_RETRY = (8, 1.0, 60.0)
 INTERACTIVE_RETRY = (4, 1.0, 10.0)
@@ -63,6 +71,14 @@ class RunOptions:
     #: None: the run's defaults, overridden by VOYADO_SYNC_MAX_ATTEMPTS and friends.
     retry: RetryPolicy | None = None
     timeout: float = DEFAULT_TIMEOUT
+    #: None: VOYADO_SYNC_LISTING_LAG, or DEFAULT_LISTING_LAG.
+    listing_lag: float | None = None
+    stop_grace: float = STOP_GRACE
+
+    def lag(self) -> float:
+        if self.listing_lag is not None:
+            return self.listing_lag
+        return _env_number(ENV_LISTING_LAG, DEFAULT_LISTING_LAG, float)
 
     def retry_policy(self, *, interactive: bool = False) -> RetryPolicy:
         return self.retry if self.retry is not None else retry_from_env(interactive=interactive)

@@ -629,3 +629,19 @@ class Ledger:
         return exp.and_(
             col("key_type").eq(lit(key)), col("key_value").isin(*(lit(v) for v in values))
         )
+
+    def count_in_flight(self, model: str, schema_id: str) -> int:
+        """Rows of the model whose outcome is unknown (unverified)."""
+        query = (
+            exp.select(exp.Count(this=exp.Star()))
+            .from_(self.table("deliveries"))
+            .where(
+                exp.and_(
+                    col("model").eq(lit(model)),
+                    col("schema_id").eq(lit(schema_id)),
+                    col("status").eq(lit(Status.IN_FLIGHT)),
+                )
+            )
+        )
+        rows = self.warehouse.query(self._sql(query))
+        return int(rows[0][0]) if rows else 0

@@ -53,7 +53,7 @@ POST_TABLE: list[tuple[str, object, tuple[Any, ...]]] = [
     (
         "unknown, not checkable",
         Failed("timeout", maybe_delivered=True),
-        (Status.IN_FLIGHT, "failed", None, True, None, None),
+        (Status.IN_FLIGHT, "unverified", None, True, None, None),
     ),
     ("interrupted before send", None, (Status.NOT_SENT, "not_sent", None, False, None, None)),
     (
@@ -159,13 +159,13 @@ def _left(body: dict[str, Any] | None) -> Delivery:
     return journal if body else journal.failed("x", now=NOW).unknown("x", now=NOW)
 
 
-def test_recovery_found_absent_gone_and_bodiless() -> None:
+def test_recovery_found_gone_and_bodiless() -> None:
     import dataclasses
 
     left = _left(BODY)
     bodiless = dataclasses.replace(left, request_body=None)
     found = settle.recovered(left, "i-9", now=NOW)
-    absent = settle.recovered(left, None, now=NOW)
+    found_now = settle.recovered(left, "i-9", now=NOW, counted=True)
     gone = settle.recovered_contact_gone(left, now=NOW)
     nobody = settle.recovered_without_body(bodiless, now=NOW)
 
@@ -175,7 +175,9 @@ def test_recovery_found_absent_gone_and_bodiless() -> None:
         True,
     )
     assert found.delivery.request_body is None
-    assert [s.delivery.status for s in (absent, gone, nobody)] == [Status.FAILED] * 3
+    assert [s.delivery.status for s in (gone, nobody)] == [Status.FAILED] * 2
     # A recovery does not take the row over: it keeps the run that sent it.
-    assert {s.delivery.run_id for s in (found, absent, gone, nobody)} == {"earlier-run"}
-    assert all(s.tally == "uncounted" for s in (found, absent, gone, nobody))
+    assert {s.delivery.run_id for s in (found, gone, nobody)} == {"earlier-run"}
+    # A previous run's row is not counted by this run; this run's own unknown row is.
+    assert [s.tally for s in (found, gone, nobody)] == ["uncounted"] * 3
+    assert found_now.tally == "sent"

@@ -22,12 +22,19 @@ class Stop:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signal_name: str | None = None
+        self._callbacks: list[Callable[[], None]] = []
 
     def __call__(self, signum: int, _frame: object) -> None:
-        if self.event.is_set():
+        if self.signal_name is not None:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
         self.event.set()
+        for callback in self._callbacks:
+            callback()
+
+    def on_signal(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the signal handler) when a signal stops the run."""
+        self._callbacks.append(callback)
 
     def set(self) -> None:
         self.event.set()

@@ -1,6 +1,7 @@
-"""One model's sync: recover, stage, then page -> prepare -> resolve -> journal -> deliver ->
-settle, with one page in flight while the next is prepared so the request pipeline never
-drains at a page boundary.
+"""One model's sync: look up rows left in flight, stage, then page -> prepare -> resolve ->
+journal -> deliver -> settle, with one page in flight while the next is prepared so the
+request pipeline never drains at a page boundary; last, look again for rows whose outcome
+was unknown (verify.py).
 
 The same pipeline runs a dry run: a :class:`Plan` with the dry run's stager, resolver and
 sender, and no ledger writes.
@@ -9,16 +10,17 @@ sender, and no ledger writes.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from voyado_sync.exceptions import FatalApiError, RowRejected
 from voyado_sync.payload import PayloadBuilder
 from voyado_sync.spec import InteractionModel
 from voyado_sync.state import Delivery, Ledger, utc_now
-from voyado_sync.sync import merged, prepare, settle, stage
+from voyado_sync.sync import merged, prepare, settle, stage, verify
 from voyado_sync.sync.contacts import ContactResolver, Resolver
-from voyado_sync.sync.deliver import Sender
+from voyado_sync.sync.deliver import Sender, VoyadoSender
 from voyado_sync.sync.lifecycle import Db, Stop
 from voyado_sync.sync.result import ModelResult, ProgressCallback
 from voyado_sync.sync.values import Checked, PendingRow, Prepared, Settled
@@ -44,10 +46,19 @@ class Plan:
     progress: ProgressCallback | None = None
     #: Whether the ledger exists (a dry run reads a stand-in for a missing one).
     ledger_exists: bool = True
+    #: Seconds Voyado may take to list what it stored (settings.DEFAULT_LISTING_LAG).
+    lag: float = 10.0
+    #: This model's rows whose outcome is unknown, looked up again at the end.
+    unknown: list[verify.Unknown] = field(default_factory=list)
 
     async def write(self, deliveries: list[Delivery]) -> None:
         if deliveries and not self.dry_run:
             await self.db(self.ledger.write, deliveries)
+
+    async def write_settled(self, settled: list[Settled], res: ModelResult) -> None:
+        await self.write([s.delivery for s in settled])
+        for s in settled:
+            res.add(s)
 
 
 async def sync_model(plan: Plan, model: InteractionModel, res: ModelResult) -> None:
@@ -62,11 +73,47 @@ async def sync_model(plan: Plan, model: InteractionModel, res: ModelResult) -> N
         )
         await _record_staged(plan, model, res, staged)
         return
+    sender = plan.sender
+    assert isinstance(sender, VoyadoSender)
+    plan.unknown = []
+    await _first_look(plan, sender, model, res)
     try:
         staged = await plan.db(stage.stage, plan.ledger, model, retry_rejected=plan.retry_rejected)
         await _record_staged(plan, model, res, staged)
     finally:
         await plan.db(stage.unstage, plan.ledger, model)
+    await verify.look_again(
+        plan.unknown,
+        sender=sender,
+        lag=plan.lag,
+        stop=plan.stop,
+        write=lambda settled: plan.write_settled(settled, res),
+        run_id=plan.run_id,
+    )
+    res.unverified = await plan.db(plan.ledger.count_in_flight, model.model, model.schema_id)
+
+
+async def _first_look(
+    plan: Plan, sender: VoyadoSender, model: InteractionModel, res: ModelResult
+) -> None:
+    """Rows a previous run left in flight: found in Voyado, sent; absent, looked up again at
+    the end (and resent); the listing cannot say, left in flight."""
+    rows = await plan.db(plan.ledger.in_flight, model.model, model.schema_id)
+    if not rows:
+        return
+    contacts = sorted({r.contact_id for r in rows if r.contact_id})
+    sender.claimed |= await plan.db(plan.ledger.sent_ids, model.schema_id, contacts)
+    unknowns: list[verify.Unknown] = []
+    settled: list[Settled] = []
+    for row in rows:
+        one = verify.from_ledger(row, contact_key=model.contact_key)
+        if isinstance(one, verify.Unknown):
+            unknowns.append(one)
+        else:
+            settled.append(one)
+    found, still = await verify.first_look(unknowns, sender=sender, lag=plan.lag)
+    await plan.write_settled(settled + found, res)
+    plan.unknown.extend(still)
 
 
 async def _record_staged(
@@ -96,6 +143,13 @@ async def _send_pending(
                 break
             after = page[-1][0]
             prepared, settled = await _prepare_page(plan, builder, model, [r for _, r in page], res)
+            if isinstance(plan.sender, VoyadoSender) and prepared:
+                # Reconciliation never takes an interaction the ledger attributes to another
+                # row (an earlier run's identical body for the same contact).
+                contacts = sorted({str(p.body["contactId"]) for p in prepared})
+                plan.sender.claimed |= await plan.db(
+                    plan.ledger.sent_ids, model.schema_id, contacts
+                )
             # The journal is committed before any of these requests leaves.
             now = utc_now()
             journal = [
@@ -231,6 +285,8 @@ async def _settle_page(
         one = settle.sent_outcome(item, outcome, run_id=plan.run_id, now=now)
         if one is not None:
             settled.append(one)
+            if one.tally == "unverified":
+                plan.unknown.append(verify.Unknown(item, one.delivery, time.monotonic(), True))
     for s in settled:
         res.add(s)
     await plan.write([s.delivery for s in settled])

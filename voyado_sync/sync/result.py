@@ -32,6 +32,9 @@ class ModelResult:
     #: Pending rows this run did not send because it stopped first (journaled or not yet
     #: read): not failures, sent on the next run.
     not_sent: int = 0
+    #: Rows left in flight: Voyado may or may not hold them, and it could not be checked yet.
+    #: Looked up again by the next run; never resent without knowing.
+    unverified: int = 0
     previously_rejected: int = 0
     reconciled: int = 0
     schema_created: bool = False
@@ -77,6 +80,7 @@ class ModelResult:
             "failed": self.failed,
             "contact_not_found": self.waiting,
             "not_sent": self.not_sent,
+            "unverified": self.unverified,
             "previously_rejected": self.previously_rejected,
             "reconciled": self.reconciled,
             "schema_created": self.schema_created,
@@ -109,6 +113,8 @@ class SyncResult:
     #: The error class of ``fatal`` (the ``kind`` of the JSON error envelope).
     fatal_kind: str | None = None
     requests: dict[str, Any] = field(default_factory=dict)
+    #: Things a person should know that did not stop the run.
+    warnings: list[str] = field(default_factory=list)
     #: Selected models with a configuration problem: reported, not synced (exit code 2).
     broken: list[ModelResult] = field(default_factory=list)
 
@@ -123,7 +129,7 @@ class SyncResult:
             return 2
         # Rows waiting for their contact are neither rejected nor failed: they are retried by
         # design on later runs, so they alone do not fail a scheduled job.
-        if self.interrupted or any(m.rejected or m.failed for m in self.models):
+        if self.interrupted or any(m.rejected or m.failed or m.unverified for m in self.models):
             return 1
         return 0
 
@@ -148,4 +154,5 @@ class SyncResult:
             "interrupted": self.interrupted,
             "models": [m.as_dict() for m in self.models],
             "requests": self.requests,
+            "warnings": self.warnings,
         }

@@ -29,7 +29,6 @@ from voyado_sync.sync.lifecycle import Stop, WarehouseThread, signals_to
 from voyado_sync.sync.pipeline import Plan, sync_model
 from voyado_sync.sync.preflight import unreachable
 from voyado_sync.sync.prepare import JournalClock
-from voyado_sync.sync.recover import recover
 from voyado_sync.sync.result import ModelResult, ProgressCallback, SyncResult
 from voyado_sync.sync.schema_gate import check_schema
 from voyado_sync.voyado import VoyadoClient
@@ -94,6 +93,14 @@ async def _run(
             timeout=options.timeout,
             retry=options.retry_policy(),
         )
+        loop = asyncio.get_running_loop()
+        # After SIGTERM/Ctrl-C, requests in flight get a grace period, then are abandoned
+        # (left in flight for the next run): the process exits in bounded time.
+
+        def abandon_later() -> None:
+            loop.call_soon_threadsafe(loop.call_later, options.stop_grace, client.stop)
+
+        stop.on_signal(abandon_later)
         async with client:
             try:
                 why = await unreachable(connection.base_url)
@@ -153,31 +160,16 @@ async def _real_run(
         dry_run=False,
         clock=JournalClock(),
         progress=progress,
+        lag=options.lag(),
     )
-    for model, res in zip(models, result.synced, strict=True):
-        if res.error or stop.is_set:
-            continue
-        await _recover(ledger, db, client, claimed, model, res)
-        await sync_model(plan, model, res)
-
-
-async def _recover(
-    ledger: Ledger,
-    db: WarehouseThread,
-    client: VoyadoClient,
-    claimed: set[str],
-    model: InteractionModel,
-    res: ModelResult,
-) -> None:
-    rows = await db(ledger.in_flight, model.model, model.schema_id)
-    if not rows:
-        return
-    contacts = sorted({r.contact_id for r in rows if r.contact_id})
-    claimed |= await db(ledger.sent_ids, model.schema_id, contacts)
-    settled = await recover(client, rows, claimed=claimed, now=utc_now())
-    for s in settled:
-        res.add(s)
-    await db(ledger.write, [s.delivery for s in settled])
+    try:
+        for model, res in zip(models, result.synced, strict=True):
+            if res.error or stop.is_set:
+                continue
+            await sync_model(plan, model, res)
+    finally:
+        if sender.calibration.warning:
+            result.warnings.append(sender.calibration.warning)
 
 
 async def _dry_run(

@@ -120,28 +120,28 @@ def sent_outcome(item: Prepared, outcome: object, *, run_id: str, now: str) -> S
         )
         return Settled(rejected, "rejected", grouped_reason=reason)
     if isinstance(outcome, Failed):
-        change = journal.unknown if outcome.maybe_delivered else journal.failed
-        # Unknown whether Voyado stored it: kept in flight so that the next run looks first.
-        settled = change(
-            outcome.reason, now=now, http_status=outcome.status, error_code=outcome.error_code
-        )
-        return Settled(settled, "failed")
+        status, code = outcome.status, outcome.error_code
+        if outcome.maybe_delivered:
+            # Unknown whether Voyado stored it: kept in flight, with its body, and looked up
+            # again after the listing lag; never resent before that.
+            unknown = journal.unknown(outcome.reason, now=now, http_status=status, error_code=code)
+            return Settled(unknown, "unverified")
+        failed = journal.failed(outcome.reason, now=now, http_status=status, error_code=code)
+        return Settled(failed, "failed")
     raise TypeError(f"not an outcome of a POST: {outcome!r}")
 
 
-def recovered(row: Delivery, found: str | None, *, now: str) -> Settled:
-    """A row a previous run left in flight, after looking for it in Voyado."""
-    if found:
-        return Settled(
-            row.sent(found, now=now, reason="found in Voyado after an unknown outcome"),
-            "uncounted",
-            reconciled=True,
-        )
-    reason = "not stored in Voyado after an unknown outcome; will be sent again"
-    return Settled(row.failed(reason, now=now), "uncounted")
+def recovered(row: Delivery, found: str, *, now: str, counted: bool = False) -> Settled:
+    """A row whose outcome was unknown, found in Voyado: sent. ``counted``: this run sent it
+    (its first outcome was unknown), so it counts as sent; a previous run's row does not."""
+    return Settled(
+        row.sent(found, now=now, reason="found in Voyado after an unknown outcome"),
+        "sent" if counted else "uncounted",
+        reconciled=True,
+    )
 
 
-def recovered_contact_gone(row: Delivery, *, now: str) -> Settled:
+def recovered_contact_gone(row: Delivery, *, now: str, counted: bool = False) -> Settled:
     """Left in flight, and its contact no longer exists (merged or deleted): nothing can be
     stored under it any more, so the row is sent again to whoever its identifier resolves to
     now, instead of waiting in flight forever."""
@@ -149,7 +149,7 @@ def recovered_contact_gone(row: Delivery, *, now: str) -> Settled:
         f"contact {row.contact_id} no longer exists in Voyado after an unknown outcome; "
         "will be sent again"
     )
-    return Settled(row.failed(reason, now=now), "uncounted")
+    return Settled(row.failed(reason, now=now), "failed" if counted else "uncounted")
 
 
 def recovered_without_body(row: Delivery, *, now: str) -> Settled:

@@ -53,7 +53,7 @@ class Prepared:
 
 
 #: How a settled row counts in the model's result ("uncounted": a ledger update only).
-Tally = Literal["sent", "rejected", "failed", "waiting", "not_sent", "uncounted"]
+Tally = Literal["sent", "rejected", "failed", "waiting", "not_sent", "unverified", "uncounted"]
 
 
 @dataclass(frozen=True)
