@@ -240,7 +240,12 @@ def _duration(seconds: float) -> str:
     show_default=True,
     help="Requests per second for this API key, all models together (Voyado: keep below 50).",
 )
-@click.option("--concurrency", type=int, default=8, show_default=True, help="Requests in flight.")
+@click.option(
+    "--concurrency",
+    type=int,
+    default=None,
+    help="Upper bound on requests in flight; default adapts to latency.",
+)
 @click.option(
     "--state-schema",
     default="voyado_sync",
@@ -260,7 +265,7 @@ def run(
     as_json: bool,
     base_url: str | None,
     rate: float,
-    concurrency: int,
+    concurrency: int | None,
     state_schema: str,
     retry_rejected: bool,
 ) -> None:

@@ -15,7 +15,9 @@ ENV_BASE_URL = "VOYADO_BASE_URL"
 ENV_API_KEY = "VOYADO_API_KEY"
 DEFAULT_RATE = 40.0
 MAX_RATE = 200.0
-DEFAULT_CONCURRENCY = 8
+# --concurrency when not given: none, the requests in flight follow the round trip (up to
+# voyado.window.DEFAULT_CAP).
+DEFAULT_CONCURRENCY: int | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -71,14 +73,14 @@ def connection_from_env(base_url: str | None = None) -> VoyadoConnection:
     return VoyadoConnection(base_url=url, api_key=SecretStr(key))
 
 
-def check_rate(rate: float, concurrency: int) -> None:
+def check_rate(rate: float, concurrency: int | None) -> None:
     problems = []
     if not 0 < rate <= MAX_RATE:
         problems.append(
             f"--rate {rate:g} is out of range: Voyado answers 429 above {MAX_RATE:g} requests/s "
             "per API key and asks for less than 50 in normal operation"
         )
-    if not 1 <= concurrency <= 256:
+    if concurrency is not None and not 1 <= concurrency <= 256:
         problems.append(f"--concurrency {concurrency} must be between 1 and 256")
     if problems:
         raise ConfigError(problems)

@@ -68,7 +68,7 @@ class RunOptions:
     state_schema: str = DEFAULT_SCHEMA
     base_url: str | None = None
     rate: float = 40.0
-    concurrency: int = 8
+    concurrency: int | None = None
     retry_rejected: bool = False
     page_size: int | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -600,7 +600,7 @@ class Engine:
         cache = ContactCache(ledger)
         size = self._page_size()
         self._report(model, 0, total)
-        gate = asyncio.Semaphore(self.options.concurrency)
+        gate = asyncio.Semaphore(client.max_in_flight)
         outstanding: list[tuple[list[_Prepared], list[asyncio.Task[DeliveryOutcome | None]]]] = []
         after = 0
         done = 0
@@ -987,7 +987,7 @@ class Engine:
                 out[identifier] = earlier
             else:
                 missing.append(identifier)
-        gate = asyncio.Semaphore(self.options.concurrency)
+        gate = asyncio.Semaphore(client.max_in_flight)
 
         async def one(identifier: str) -> tuple[str, LookupOutcome]:
             async with gate:
@@ -1079,7 +1079,7 @@ class Engine:
             await self._db(
                 ledger.write, [p.delivery(sql.IN_FLIGHT, self.run_id) for _, p in resend]
             )
-            gate = asyncio.Semaphore(self.options.concurrency)
+            gate = asyncio.Semaphore(client.max_in_flight)
             results = await asyncio.gather(
                 *(self._deliver(client, gate, p) for _, p in resend), return_exceptions=True
             )

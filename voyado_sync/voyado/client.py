@@ -49,6 +49,7 @@ from voyado_sync.voyado.models import (
 from voyado_sync.voyado.pacing import RateLimiter
 from voyado_sync.voyado.reconcile import find_match
 from voyado_sync.voyado.transport import Http11Transport
+from voyado_sync.voyado.window import DEFAULT_CAP, ConcurrencyWindow
 
 __all__ = ["LOOKUP_KEYS", "RetryPolicy", "VoyadoClient"]
 
@@ -140,8 +141,10 @@ class VoyadoClient:
     Use it as an async context manager (or call ``aclose``). One client per run and API key:
     its ``limiter`` paces every request it sends, and ``stats`` counts them.
 
-    ``rate`` is requests per second (ignored when a shared ``limiter`` is passed);
-    ``concurrency`` bounds the exchanges in flight and sizes the connection pool; ``timeout``
+    ``rate`` is requests per second (ignored when a shared ``limiter`` is passed). The
+    requests in flight follow the round trip (``window``); ``concurrency`` is their upper
+    bound (default 128), exposed as ``max_in_flight``, and sizes the connection pool, whose
+    connections are opened only as the window needs them; ``timeout``
     applies to connect, read, write and pool waits alike. ``transport`` is for tests
     (``httpx.MockTransport``), as are ``sleep``, ``clock`` and ``random``, which drive every
     back-off and pause.
@@ -153,7 +156,7 @@ class VoyadoClient:
         base_url: str,
         api_key: str,
         rate: float = 40.0,
-        concurrency: int = 8,
+        concurrency: int | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy = RetryPolicy(),
         user_agent: str = f"voyado-sync/{__version__}",
@@ -170,6 +173,8 @@ class VoyadoClient:
             )
         if not api_key or not api_key.strip():
             raise ValueError("api_key is empty")
+        if concurrency is None:
+            concurrency = DEFAULT_CAP
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.base_url = str(url).rstrip("/")
@@ -188,7 +193,12 @@ class VoyadoClient:
             random=random,
         )
         self.stats = RequestStats()
-        self._slots = asyncio.Semaphore(concurrency)
+        pacer = self.limiter
+        # The window follows the rate in force: it shrinks with the limiter after a 429.
+        self.window = ConcurrencyWindow(
+            rate=lambda: pacer.current_rate, cap=concurrency, clock=clock, sleep=sleep
+        )
+        self._clock = clock
         if transport is None and not _proxied(url):
             transport = Http11Transport(max_connections=concurrency)
         self._http = httpx.AsyncClient(
@@ -199,6 +209,11 @@ class VoyadoClient:
             follow_redirects=False,
         )
         self._urls: dict[str, httpx.URL] = {}
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests this client has in flight at once: size callers' gates to it."""
+        return self.window.cap
 
     def __repr__(self) -> str:
         return (
@@ -567,8 +582,9 @@ class VoyadoClient:
         content = None if json_body is None else _encode(json_body)
         # Take the slot first, then the token: a token spent while waiting for a slot would
         # let requests leave in a clump when slots free up.
-        async with self._slots:
+        async with self.window.slot() as slot:
             sent_at = await self.limiter.acquire()
+            slot.sent(sent_at)
             try:
                 resp = await self._http.request(
                     method, self._url(path), params=params, content=content, headers=self._headers()
@@ -576,6 +592,7 @@ class VoyadoClient:
             except httpx.TransportError:
                 self.stats.record(kind, "network")
                 raise
+            slot.answered(self._clock())
         self.stats.record(kind, resp.status_code)
         resp.extensions[_SENT_AT] = sent_at  # for the limiter, should this be a 429
         return resp

@@ -9,8 +9,10 @@ sender slow down, not just the one that saw it.
 from __future__ import annotations
 
 import asyncio
+import math
 import random as _random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 __all__ = ["RateLimiter"]
@@ -29,6 +31,8 @@ _NEAR = 0.9
 _NEAR_STEP = 1 / 3
 # ... and try the refused rate again only after this many recovery periods.
 _RETRY_REFUSED = 3
+# Voyado answers 429 above 200 requests in a second, whatever the key was told.
+MAX_PER_SECOND = 200
 
 
 class RateLimiter:
@@ -37,6 +41,14 @@ class RateLimiter:
     ``acquire()`` waits until a token is available; tokens accrue at ``current_rate`` per
     second up to ``burst``. The burst is small (default ``max(1, rate / 10)``) so requests are
     spread evenly (at 50/s about 20 ms apart) instead of leaving in clumps.
+
+    A bucket alone lets ``rate + burst`` requests through in a second (220 at 200/s: a full
+    bucket, then a second of refill), and its burst is what absorbs late wake-ups without
+    losing throughput. So a second rule caps what the server counts: at most
+    ``floor(current_rate)`` (and never more than 200) requests in any ``1 + margin`` seconds.
+    The margin (default 10 ms) is for the way there: requests that left exactly one second
+    apart may arrive a little less than one second apart, and a server whose limit equals
+    the rate would refuse the later one. It costs ``margin`` of the rate (1%).
 
     AIMD: on a 429 (``on_throttled``) the rate is halved (floor 1/s, or the configured rate if
     that is lower) and all senders pause until ``Retry-After`` when given, or else for an
@@ -62,6 +74,7 @@ class RateLimiter:
         burst: float | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        margin: float = 0.01,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         recover_after: float = 5.0,
@@ -72,7 +85,12 @@ class RateLimiter:
             raise ValueError(f"rate must be positive, got {rate}")
         if burst is not None and burst < 1:
             raise ValueError(f"burst must be at least 1, got {burst}")
+        if margin < 0:
+            raise ValueError(f"margin must not be negative, got {margin}")
         self._rate = float(rate)
+        self._span = 1.0 + margin
+        # Grant times within the last span, oldest first.
+        self._recent: deque[float] = deque()
         self._burst = float(burst) if burst is not None else max(1.0, self._rate / 10)
         self._min_rate = min(1.0, self._rate)
         self._clock = clock
@@ -126,12 +144,21 @@ class RateLimiter:
                     await self._sleep(self._paused_until - now)
                     continue
                 self._advance(now)
+                recent = self._recent
+                while recent and recent[0] <= now - self._span:
+                    recent.popleft()
+                allowed = min(MAX_PER_SECOND, max(1, math.floor(self._current + 1e-9)))
+                # Until enough grants of the last span have left it (oldest first).
+                full = 0.0
+                if len(recent) >= allowed:
+                    full = recent[len(recent) - allowed] + self._span - now
                 # The tolerance keeps float rounding from turning a wait into endless
                 # sleeps of a few attoseconds.
-                if self._tokens >= 1.0 - 1e-9:
+                if self._tokens >= 1.0 - 1e-9 and full <= 0.0:
                     self._tokens -= 1.0
+                    recent.append(now)
                     return now
-                await self._sleep((1.0 - self._tokens) / self._current)
+                await self._sleep(max(full, (1.0 - self._tokens) / self._current, 1e-6))
 
     def on_throttled(self, retry_after: float | None, sent_at: float | None = None) -> float:
         """Record a 429; return the pause, in seconds, that the caller's request now faces.
