@@ -21,6 +21,7 @@ import pytest
 
 from voyado_sync.emulator import EmulatorHandle
 from voyado_sync.voyado import RateLimiter, RetryPolicy, VoyadoClient
+from voyado_sync.voyado.transport import BEFORE_WRITE, Http11Transport
 from voyado_sync.voyado.window import DEFAULT_CAP, ConcurrencyWindow
 
 T = TypeVar("T")
@@ -322,3 +323,40 @@ def test_a_far_away_emulator_gets_more_than_8_requests_in_flight(
     assert stats["peak_requests_in_any_second"] <= 100
     # 8 in flight over 400 ms would take 7.5 s for 150 requests; 100/s takes about 2 s.
     assert took < 5.0
+
+
+def test_the_token_is_taken_once_the_connection_is_ready(fresh_emulator: EmulatorHandle) -> None:
+    # A request granted its token and then delayed by opening a connection arrives bunched
+    # with later ones: 164 in one second at --rate 150 while the window grew.
+    order: list[str] = []
+
+    async def scenario() -> list[int]:
+        transport = Http11Transport(max_connections=2)
+        connect = transport._connect
+
+        async def connecting(*args: Any) -> Any:
+            order.append("connect")
+            return await connect(*args)
+
+        async def token() -> None:
+            order.append("token")
+
+        async def refused() -> None:
+            raise RuntimeError("no token")
+
+        transport._connect = connecting  # type: ignore[method-assign]
+        headers = {"apikey": "emulator-key", "User-Agent": "t", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(transport=transport, base_url=fresh_emulator.url) as http:
+            ok = await http.get(
+                "/api/v3/interactionschemas", headers=headers, extensions={BEFORE_WRITE: token}
+            )
+            with pytest.raises(RuntimeError):
+                await http.get("/api/v3/interactionschemas", extensions={BEFORE_WRITE: refused})
+            again = await http.get("/api/v3/interactionschemas", headers=headers)
+        return [ok.status_code, again.status_code]
+
+    assert asyncio.run(scenario()) == [200, 200]
+    # One connection, opened before the token; a request refused its token sent nothing and
+    # left the connection reusable.
+    assert order == ["connect", "token"]
+    assert fresh_emulator.stats()["total_requests"] == 2

@@ -48,7 +48,7 @@ from voyado_sync.voyado.models import (
 )
 from voyado_sync.voyado.pacing import RateLimiter
 from voyado_sync.voyado.reconcile import find_match
-from voyado_sync.voyado.transport import Http11Transport
+from voyado_sync.voyado.transport import BEFORE_WRITE, Http11Transport
 from voyado_sync.voyado.window import DEFAULT_CAP, ConcurrencyWindow
 
 __all__ = ["LOOKUP_KEYS", "RetryPolicy", "VoyadoClient"]
@@ -201,6 +201,8 @@ class VoyadoClient:
         self._clock = clock
         if transport is None and not _proxied(url):
             transport = Http11Transport(max_connections=concurrency)
+        # Our transport takes the token once the connection is ready; others get it before.
+        self._token_on_write = isinstance(transport, Http11Transport)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout),
@@ -583,16 +585,29 @@ class VoyadoClient:
         # Take the slot first, then the token: a token spent while waiting for a slot would
         # let requests leave in a clump when slots free up.
         async with self.window.slot() as slot:
-            sent_at = await self.limiter.acquire()
-            slot.sent(sent_at)
+            granted: list[float] = []
+
+            async def take_token() -> None:
+                granted.append(await self.limiter.acquire())
+                slot.sent(granted[0])
+
+            extensions = {BEFORE_WRITE: take_token} if self._token_on_write else None
+            if extensions is None:
+                await take_token()
             try:
                 resp = await self._http.request(
-                    method, self._url(path), params=params, content=content, headers=self._headers()
+                    method,
+                    self._url(path),
+                    params=params,
+                    content=content,
+                    headers=self._headers(),
+                    extensions=extensions,
                 )
             except httpx.TransportError:
                 self.stats.record(kind, "network")
                 raise
             slot.answered(self._clock())
+            sent_at = granted[0]
         self.stats.record(kind, resp.status_code)
         resp.extensions[_SENT_AT] = sent_at  # for the limiter, should this be a 429
         return resp
