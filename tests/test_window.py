@@ -360,3 +360,23 @@ def test_the_token_is_taken_once_the_connection_is_ready(fresh_emulator: Emulato
     # left the connection reusable.
     assert order == ["connect", "token"]
     assert fresh_emulator.stats()["total_requests"] == 2
+
+
+def test_a_429_lowers_the_rate_to_what_the_server_let_through_not_to_half() -> None:
+    # Halving 150/s against a 100/s limit fell to 75/s and took 10 s to climb back to 90.
+    clock = SimClock()
+    limiter = RateLimiter(150, clock=clock.monotonic, sleep=clock.sleep)
+
+    async def scenario() -> float:
+        sent = 0.0
+        for _ in range(101):  # the server let 100 through in this second...
+            sent = await limiter.acquire()
+        return sent
+
+    last = clock.run(scenario())
+    limiter.on_throttled(1.0, sent_at=last)  # ... and refused the 101st
+    assert limiter.current_rate == pytest.approx(95)
+    # With nothing known about what got through, it halves as before.
+    fresh = RateLimiter(150, clock=clock.monotonic, sleep=clock.sleep)
+    fresh.on_throttled(1.0)
+    assert fresh.current_rate == 75
