@@ -209,7 +209,7 @@ class Project:
         return target
 
     def env(self, db: Path, base_url: str | None = None) -> dict[str, str]:
-        env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false", PYTHONUNBUFFERED="1")
+        env = _child_env(DBT_SEND_ANONYMOUS_USAGE_STATS="false")
         env[DB_ENV] = str(db)
         if base_url is not None:
             env["VOYADO_BASE_URL"] = base_url
@@ -298,15 +298,35 @@ def run_sync(
 # -- the emulator ------------------------------------------------------------------------------
 
 
+def _child_env(**extra: str) -> dict[str, str]:
+    """The environment of a spawned process: the code under test is this checkout's, whatever
+    the virtualenv's console scripts were installed from."""
+    path = os.environ.get("PYTHONPATH")
+    return dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""),
+        **extra,
+    )
+
+
 class Emulator:
-    """``voyado-sync emulator`` in its own process, on a free loopback port."""
+    """``voyado-sync emulator`` in its own process, on a free loopback port.
+
+    ``extra`` are more of its options, e.g. ``("--latency-jitter", "0.5")``."""
 
     def __init__(
-        self, project: Project, *, latency_ms: float = 30.0, rate_limit: float = 200.0
+        self,
+        project: Project,
+        *,
+        latency_ms: float = 30.0,
+        rate_limit: float = 200.0,
+        extra: Sequence[str] = (),
     ) -> None:
         self.project = project
         self.latency_ms = latency_ms
         self.rate_limit = rate_limit
+        self.extra = list(extra)
         self.url = ""
         self.summary = ""
         self._proc: subprocess.Popen[str] | None = None
@@ -325,13 +345,16 @@ class Emulator:
             f"{self.latency_ms:g}",
             "--rate-limit",
             f"{self.rate_limit:g}",
+            "--seed",
+            "19",
+            *self.extra,
         ]
         self._proc = subprocess.Popen(
             args,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            env=_child_env(),
         )
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()

@@ -1,8 +1,10 @@
-"""Benchmarks for issue 7: budget use, no waste, fast no-op runs, constant memory, start-up.
+"""Benchmarks for issues 7 and 19: budget use at any latency, no waste, fast no-op runs,
+constant memory, start-up.
 
-    .venv/bin/python bench/run.py            # the full set, ~15 minutes
-    .venv/bin/python bench/run.py --quick    # small sizes, ~4 minutes: checks the harness
+    .venv/bin/python bench/run.py            # the full set, ~30 minutes
+    .venv/bin/python bench/run.py --quick    # small sizes, ~10 minutes: checks the harness
     .venv/bin/python bench/run.py --only noop memory
+    .venv/bin/python bench/run.py --only latency   # issue 19's matrix, ~13 minutes
 
 Prints a Markdown table (target, measured, verdict) and writes every number to
 bench/results/latest.json (or --out). Not part of the test suite: these are measurements of a
@@ -22,13 +24,14 @@ from typing import Any
 import scenarios
 from harness import ROOT, Project, log, machine
 
-SCENARIOS = ("budget", "waste", "noop", "memory", "startup")
+SCENARIOS = ("budget", "latency", "waste", "noop", "memory", "startup")
 FULL = {
     "budget_rows": 5000,
     "waste_rows": 2000,
     "noop_rows": 5_000_000,
     "memory_rows": 1_000_000,
     "memory_seconds": 150.0,
+    "latency_seconds": 20.0,
 }
 QUICK = {
     "budget_rows": 1000,
@@ -36,6 +39,7 @@ QUICK = {
     "noop_rows": 500_000,
     "memory_rows": 200_000,
     "memory_seconds": 30.0,
+    "latency_seconds": 5.0,
 }
 
 
@@ -77,6 +81,8 @@ def main() -> None:
                 project, built, name="adapt-150-vs-100", rows=sizes["budget_rows"], rate=150,
                 emulator_limit=100,
             )  # fmt: skip
+        if "latency" in args.only:
+            results["latency"] = scenarios.latency(project, seconds=sizes["latency_seconds"])
         if "waste" in args.only:
             built = project.build(sizes["waste_rows"])
             results["waste_email"] = scenarios.waste(project, built, rows=sizes["waste_rows"])
@@ -210,9 +216,116 @@ def table(r: dict[str, Any]) -> str:
                 "reported",
             )
         )
+    rows += _latency_rows(r.get("latency") or {})
     lines = ["| target | measured | verdict |", "| --- | --- | --- |"]
     lines += [f"| {t} | {m} | {v} |" for t, m, v in rows]
-    return "\n".join(lines)
+    matrix = _latency_matrix(r.get("latency") or {})
+    return "\n".join(lines) + ("\n\n" + matrix if matrix else "")
+
+
+def _peak_ok(b: dict[str, Any]) -> bool:
+    rate = b["rate"]
+    return bool(b["peak_requests_in_any_second"] <= min(200, 1.05 * rate))
+
+
+def _measured(b: dict[str, Any]) -> str:
+    return (
+        f"{b['sustained_per_second']}/s = {b['share_of_rate']:.1%} of {b['rate']:g} over "
+        f"{b['first_to_last_post_seconds']} s; most in any 1 s: "
+        f"{b['peak_requests_in_any_second']} requests ({b['peak_posts_in_any_second']} POSTs); "
+        f"{b['emulator_requests_by_status'].get('429', 0)} x 429; stored {b['stored']}/"
+        f"{b['rows']}, duplicates {b['duplicates']}"
+    )
+
+
+def _latency_rows(lat: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Issue 19's targets, one row each."""
+    rows: list[tuple[str, str, str]] = []
+    for key, b in lat.items():
+        if not key.startswith("rate") or "limit" in key:
+            continue
+        slow = " + 5% of answers 2 s later" if key.endswith("_slow") else ""
+        ok = b["share_of_rate"] >= 0.95 and _peak_ok(b) and b["exactly_once"]
+        rows.append(
+            (
+                f"19. `--rate {b['rate']:g}`, {b['latency_ms']:g} ms +-50%{slow}: >= 95% of the "
+                "rate, <= 5% over it in any 1 s",
+                _measured(b),
+                _verdict(ok, f"{b['share_of_rate']:.1%}, peak {b['peak_requests_in_any_second']}"),
+            )
+        )
+    for key, b in lat.items():
+        if not key.endswith("_limit_equal"):
+            continue
+        n429 = int(b["emulator_requests_by_status"].get("429", 0))
+        rows.append(
+            (
+                f"19. emulator limit = `--rate {b['rate']:g}`, 100 ms +-50%: no 429",
+                _measured(b),
+                _verdict(n429 == 0 and b["exactly_once"], f"{n429} x 429"),
+            )
+        )
+    for key in ("limit100_rate150", "limit20_rate50_retry_after"):
+        b = lat.get(key)
+        if not b:
+            continue
+        limit = b["emulator_rate_limit"]
+        share = b["sustained_per_second"] / limit
+        after = ", with Retry-After 1" if "retry_after" in key else ""
+        ok = share >= 0.9 and b["share_429"] < 0.02 and b["exactly_once"]
+        rows.append(
+            (
+                f"19. emulator limit {limit:g}/s{after}, `--rate {b['rate']:g}`: >= 90% of the "
+                "limit, < 2% answered 429",
+                f"{b['sustained_per_second']}/s = {share:.1%} of the limit; "
+                f"{b['share_429']:.2%} answered 429; stored {b['stored']}/{b['rows']}, "
+                f"duplicates {b['duplicates']}",
+                _verdict(ok, f"{share:.1%} of the limit, {b['share_429']:.2%} 429"),
+            )
+        )
+    b = lat.get("mixed_rate150")
+    if b:
+        kinds = b["requests"]["by_kind"]
+        rows.append(
+            (
+                "19. every kind of request under `--rate 150` (lookups by email, listings after "
+                "2% lost answers), 100 ms +-50%: <= 5% over the rate in any 1 s",
+                _measured(b) + f"; by kind {kinds}",
+                _verdict(_peak_ok(b) and b["exactly_once"], str(b["peak_requests_in_any_second"])),
+            )
+        )
+    b = lat.get("cpu_rate200")
+    if b:
+        rows.append(
+            (
+                "19. client CPU per interaction at `--rate 200`, 30 ms +-50% (reported)",
+                f"{b['client_cpu_ms_per_interaction']} ms per interaction "
+                f"({b['client_cpu_share_while_sending']} cores while sending); " + _measured(b),
+                "reported" if _peak_ok(b) else _verdict(False, "peak over 200"),
+            )
+        )
+    return rows
+
+
+def _latency_matrix(lat: dict[str, Any]) -> str:
+    """Share of the rate, first to last POST, and the most requests in any one second."""
+    cells = [(r, slow) for r in (50, 150) for slow in (False, True)]
+    head = ["mean latency (+-50%)"] + [
+        f"`--rate {r}`" + (" + 5% at 2 s" if slow else "") for r, slow in cells
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    found = False
+    for ms in (30, 100, 250, 500):
+        row = [f"{ms} ms"]
+        for r, slow in cells:
+            b = lat.get(f"rate{r}_{ms}ms" + ("_slow" if slow else ""))
+            if b:
+                found = True
+                row.append(f"{b['share_of_rate']:.1%} (max {b['peak_requests_in_any_second']}/s)")
+            else:
+                row.append("-")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) if found else ""
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The benchmarks of issue 7. Each returns a JSON-ready dict of what it measured."""
+"""The benchmarks of issues 7 and 19. Each returns a JSON-ready dict of what it measured."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,13 @@ def _lowest_window_rate(times: list[float], window: float = 10.0) -> float | Non
     return lowest
 
 
+def _most_in_any_second(times: list[float]) -> int:
+    """The most stamps within any one second (a sliding window, as Voyado may count)."""
+    return max(
+        (i + 1 - bisect.bisect_right(times, t - 1.0) for i, t in enumerate(times)), default=0
+    )
+
+
 def _requests(doc: dict[str, Any], sent: int) -> dict[str, Any]:
     """The client's own count of requests, per delivered interaction."""
     req = doc.get("requests", {})
@@ -89,12 +97,23 @@ def budget(
     rate: float,
     emulator_limit: float,
     model: str = MODEL,
+    latency_ms: float = 30.0,
+    emulator_extra: Sequence[str] = (),
+    run_extra: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Send ``rows`` new rows at ``--rate``; measure the rate Voyado saw, 429s and duplicates."""
+    """Send ``rows`` new rows at ``--rate``; measure the rate Voyado saw, 429s and duplicates.
+
+    ``emulator_extra`` are more emulator options (latency spread, slow tail, Retry-After),
+    ``run_extra`` more ``voyado-sync run`` options (``--concurrency``)."""
     db = project.copy(built, name)
-    log(f"{name}: {rows:,} rows, --rate {rate:g}, emulator limit {emulator_limit:g}/s, 30 ms")
-    with Emulator(project, latency_ms=30, rate_limit=emulator_limit) as emu:
-        out = run_sync(project, db, url=emu.url, select=model, rate=rate)
+    log(
+        f"{name}: {rows:,} rows, --rate {rate:g}, emulator limit {emulator_limit:g}/s, "
+        f"{latency_ms:g} ms {' '.join(emulator_extra)} {' '.join(run_extra)}"
+    )
+    with Emulator(
+        project, latency_ms=latency_ms, rate_limit=emulator_limit, extra=emulator_extra
+    ) as emu:
+        out = run_sync(project, db, url=emu.url, select=model, rate=rate, extra=run_extra)
         items = emu.interactions()
         stats = emu.stats()
     res = out.model(model)
@@ -110,7 +129,9 @@ def budget(
         "rows": rows,
         "rate": rate,
         "emulator_rate_limit": emulator_limit,
-        "latency_ms": 30,
+        "latency_ms": latency_ms,
+        "emulator_options": list(emulator_extra),
+        "run_options": list(run_extra),
         "exit_code": out.exit_code,
         "wall_seconds": round(out.seconds, 2),
         "sent": res["sent"],
@@ -130,6 +151,9 @@ def budget(
         ),
         "lowest_10s_window_per_second": _lowest_window_rate(times),
         "emulator_peak_requests_per_second": stats["peak_requests_per_second"],
+        # Every kind of request, counted on arrival over a sliding second.
+        "peak_requests_in_any_second": stats["peak_requests_in_any_second"],
+        "peak_posts_in_any_second": _most_in_any_second(times),
         "emulator_requests_by_endpoint": stats["requests_by_endpoint"],
         "emulator_requests_by_status": stats["requests_by_status"],
         "share_429": round(throttled / api_total, 4) if api_total else 0.0,
@@ -147,6 +171,7 @@ def budget(
     log(
         f"{name}: {sustained:.1f}/s sustained ({sustained / rate:.1%} of {rate:g}), "
         f"{throttled} x 429, stored {stats['stored']}, exactly once: {result['exactly_once']}, "
+        f"peak in any second {stats['peak_requests_in_any_second']}, "
         f"client CPU {result['client_cpu_share_while_sending']} cores"
     )
     return result
@@ -163,6 +188,64 @@ def waste(project: Project, built: Path, *, rows: int) -> dict[str, Any]:
         emulator_limit=200,
         model=EMAIL_MODEL,
     )
+
+
+# -- issue 19: the budget at any latency ------------------------------------------------------
+
+LATENCIES_MS = (30, 100, 250, 500)
+JITTER = ("--latency-jitter", "0.5")
+SLOW_TAIL = ("--slow-rate", "0.05", "--slow-ms", "2000")
+
+
+def latency(project: Project, *, seconds: float) -> dict[str, Any]:
+    """Issue 19's matrix: ``--rate`` 50 and 150 at each mean latency (spread by half either
+    way), without and with a slow tail (5% of answers 2 s later), against an emulator that
+    allows 200/s; then emulators limited to the rate and below it, a run with lookups and
+    reconciliation, and the client's CPU at ``--rate 200``. Runs last about ``seconds``."""
+    out: dict[str, Any] = {}
+    for rate in (50, 150):
+        rows = int(rate * seconds)
+        built = project.build(rows, models=(MODEL,))
+        for ms in LATENCIES_MS:
+            for tail in (False, True):
+                key = f"rate{rate}_{ms}ms" + ("_slow" if tail else "")
+                out[key] = budget(
+                    project, built, name=key.replace("_", "-"), rows=rows, rate=rate,
+                    emulator_limit=200, latency_ms=ms,
+                    emulator_extra=JITTER + (SLOW_TAIL if tail else ()),
+                )  # fmt: skip
+        # A Voyado whose limit is the rate itself: no 429.
+        out[f"rate{rate}_limit_equal"] = budget(
+            project, built, name=f"rate{rate}-limit-equal", rows=rows, rate=rate,
+            emulator_limit=rate, latency_ms=100, emulator_extra=JITTER,
+        )  # fmt: skip
+    # Voyados that limit below the rate: most of their limit, few 429s.
+    built = project.build(int(100 * seconds * 1.5), models=(MODEL,))
+    out["limit100_rate150"] = budget(
+        project, built, name="limit100-rate150", rows=int(100 * seconds * 1.5), rate=150,
+        emulator_limit=100, latency_ms=100, emulator_extra=JITTER,
+    )  # fmt: skip
+    built = project.build(int(20 * seconds * 1.5), models=(MODEL,))
+    out["limit20_rate50_retry_after"] = budget(
+        project, built, name="limit20-rate50", rows=int(20 * seconds * 1.5), rate=50,
+        emulator_limit=20, latency_ms=100, emulator_extra=(*JITTER, "--retry-after", "1"),
+    )  # fmt: skip
+    # Every kind of request under the rate: lookups by email, and listings after answers
+    # that were lost (reconciliation).
+    rows = int(150 * seconds)
+    built = project.build(rows, models=(MODEL, EMAIL_MODEL))
+    out["mixed_rate150"] = budget(
+        project, built, name="mixed-rate150", rows=rows, rate=150, emulator_limit=200,
+        latency_ms=100, model=EMAIL_MODEL,
+        emulator_extra=(*JITTER, "--ambiguous-rate", "0.02"),
+    )  # fmt: skip
+    rows = int(200 * seconds)
+    built = project.build(rows, models=(MODEL,))
+    out["cpu_rate200"] = budget(
+        project, built, name="cpu-rate200", rows=rows, rate=200, emulator_limit=200,
+        latency_ms=30, emulator_extra=JITTER,
+    )  # fmt: skip
+    return out
 
 
 # -- 3: the no-op run ---------------------------------------------------------------------------

@@ -850,9 +850,9 @@ def test_a_limit_below_the_configured_rate_is_used_almost_fully() -> None:
     admitted, throttled, late = _simulate(lambda t: 100, rate=150, processes=2)
     assert admitted >= 82 and throttled < 0.005
     assert all(30 <= r <= 60 for r in late), late
-    # No limit in sight: the configured rate, no 429.
+    # No limit in sight: the configured rate less the 2% margin of the one-second rule, no 429.
     admitted, throttled, _ = _simulate(lambda t: 1000, rate=150)
-    assert admitted >= 149 and throttled == 0
+    assert admitted >= 147 and throttled == 0
 
 
 def test_a_limit_that_drops_or_rises_during_the_run_is_followed() -> None:

@@ -537,8 +537,9 @@ def test_a_merged_contact_is_looked_up_again_once_and_the_row_goes_to_the_new_id
     assert (model.sent, model.invalidated, model.lookups) == (3, 1, 1)
     after = fresh_emulator.stats()["requests_by_endpoint"]
     assert after[LOOKUP] - before[LOOKUP] == 1
-    # Two pages left with the stale id (404, nothing stored); the third read the fresh one.
-    assert after[POST] - before[POST] == 2 + 3
+    # The three pages in flight left with the stale id (404, nothing stored), each resent
+    # once to the fresh id; no page was sent twice to the new contact.
+    assert after[POST] - before[POST] == 3 + 3
     stored = stored_contacts(fresh_emulator, "contactMerge")
     assert stored == {"note X-1": MERGED, **{f"note X-{i}": MERGED_INTO for i in (2, 3, 4)}}
     assert fresh_emulator.stats()["duplicates"] == 0

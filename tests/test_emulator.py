@@ -14,20 +14,24 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx
 import pytest
 
 from voyado_sync.emulator import (
     Contact,
+    Emulator,
     EmulatorConfig,
     EmulatorHandle,
     load_contacts,
     run_emulator_in_thread,
 )
+from voyado_sync.emulator.command import emulator_command
 
 KEY = "emulator-key"
 HEADERS = {"apikey": KEY, "User-Agent": "voyado-sync-tests/1.0", "Content-Type": "application/json"}
@@ -662,6 +666,66 @@ def test_latency_is_added_without_serialising_requests(
         assert list(pool.map(one, range(8))) == [200] * 8
     elapsed = time.monotonic() - started
     assert 0.3 <= elapsed < 8 * 0.3 * 0.75
+
+
+def test_latency_spread_and_slow_tail_follow_the_seed() -> None:
+    config = EmulatorConfig(
+        seed=5, latency_ms=200, latency_jitter=0.5, slow_rate=0.05, slow_ms=2000
+    )
+    emulator = Emulator(config)
+    draws = [emulator.latency() for _ in range(4000)]
+    fast = [d for d in draws if d < 1.0]
+    slow = [d for d in draws if d >= 1.0]
+    assert min(fast) >= 0.1 and max(fast) <= 0.3, "200 ms spread by half either way"
+    assert 0.19 <= sum(fast) / len(fast) <= 0.21
+    assert all(2.1 <= d <= 2.3 for d in slow), "the slow tail: 2 s more"
+    assert 0.035 <= len(slow) / len(draws) <= 0.065
+    same, other = Emulator(config), Emulator(replace(config, seed=6))
+    assert [same.latency() for _ in range(50)] == draws[:50], "same seed"
+    assert [other.latency() for _ in range(50)] != draws[:50]
+    emulator.reset()
+    assert [emulator.latency() for _ in range(50)] == draws[:50], "reset re-seeds"
+    # Without a spread or a tail every answer waits the same.
+    assert {Emulator(EmulatorConfig(seed=5, latency_ms=30)).latency() for _ in range(20)} == {0.03}
+
+
+def test_latency_settings_are_checked_and_shown(fresh_emulator: EmulatorHandle) -> None:
+    with pytest.raises(ValueError, match=r"latency_jitter.*slow_rate.*slow_ms"):
+        fresh_emulator.configure(latency_jitter=1.5, slow_rate=-0.1, slow_ms=-1)
+    fresh_emulator.configure(latency_jitter=0.5, slow_rate=0.05, slow_ms=2000)
+    try:
+        with httpx.Client(base_url=fresh_emulator.url) as client:
+            settings = client.get("/_emulator/config").json()
+        assert settings["latency_jitter"] == 0.5
+        assert (settings["slow_rate"], settings["slow_ms"]) == (0.05, 2000)
+    finally:
+        fresh_emulator.configure(latency_jitter=0.0, slow_rate=0.0, slow_ms=0.0)
+    ctx = emulator_command.make_context(
+        "emulator", ["--latency-ms", "250", "--latency-jitter", "0.5", "--slow-rate", "0.05",
+                     "--slow-ms", "2000"]
+    )  # fmt: skip
+    assert ctx.params["latency_jitter"] == 0.5 and ctx.params["slow_ms"] == 2000
+    with pytest.raises(click.BadParameter):
+        emulator_command.make_context("emulator", ["--latency-jitter", "1.5"])
+
+
+def test_requests_are_limited_when_they_arrive_and_answered_after_the_latency(
+    fresh_emulator: EmulatorHandle,
+) -> None:
+    fresh_emulator.configure(rate_limit=5, latency_ms=300)
+
+    def one(_: int) -> tuple[int, float]:
+        started = time.monotonic()
+        with httpx.Client(base_url=fresh_emulator.url, headers=HEADERS) as client:
+            status = client.get("/api/v3/interactionschemas").status_code
+        return status, time.monotonic() - started
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(8)))
+    assert sorted(status for status, _ in answers) == [200] * 5 + [429] * 3
+    assert all(took >= 0.3 for _, took in answers), "429s wait for the latency too"
+    stats = fresh_emulator.stats()
+    assert stats["peak_requests_in_any_second"] == 8
 
 
 # ---- persistence and process ---------------------------------------------------------------

@@ -299,9 +299,8 @@ def _duration(seconds: float) -> str:
 @click.option(
     "--concurrency",
     type=int,
-    default=settings.DEFAULT_CONCURRENCY,
-    show_default=True,
-    help="Requests in flight.",
+    default=None,
+    help="Upper bound on requests in flight; default adapts to latency.",
 )
 @click.option(
     "--state-schema",
@@ -323,7 +322,7 @@ def run(
     as_json: bool,
     base_url: str | None,
     rate: float,
-    concurrency: int,
+    concurrency: int | None,
     state_schema: str,
     retry_rejected: bool,
 ) -> None:

@@ -737,7 +737,9 @@ def _with_client(
             base_url=connection.base_url,
             api_key=connection.api_key.get_secret_value(),
             rate=options.rate,
-            concurrency=min(options.concurrency, INTERACTIVE_CONCURRENCY),
+            concurrency=min(
+                options.concurrency or INTERACTIVE_CONCURRENCY, INTERACTIVE_CONCURRENCY
+            ),
             timeout=options.timeout,
             retry=options.retry_policy(interactive=True),
         )

@@ -35,7 +35,8 @@ ENV_LISTING_LAG = "VOYADO_SYNC_LISTING_LAG"
 DEFAULT_STATE_SCHEMA = "voyado_sync"
 DEFAULT_RATE = 40.0
 MAX_RATE = 200.0
-DEFAULT_CONCURRENCY = 8
+#: None: requests in flight follow the round trip (voyado/window.py), up to 128.
+DEFAULT_CONCURRENCY: int | None = None
 DEFAULT_TIMEOUT = 30.0
 #: Commands a person waits on (``schemas ...``) give up sooner than a scheduled run.
 INTERACTIVE_CONCURRENCY = 4
@@ -65,7 +66,8 @@ class RunOptions:
     state_schema: str = DEFAULT_STATE_SCHEMA
     base_url: str | None = None
     rate: float = DEFAULT_RATE
-    concurrency: int = DEFAULT_CONCURRENCY
+    #: An upper bound on requests in flight; None adapts to latency.
+    concurrency: int | None = DEFAULT_CONCURRENCY
     retry_rejected: bool = False
     page_size: int | None = None
     #: None: the run's defaults, overridden by VOYADO_SYNC_MAX_ATTEMPTS and friends.
@@ -199,14 +201,14 @@ def connection_from_env(base_url: str | None = None) -> VoyadoConnection:
     return VoyadoConnection(base_url=url, api_key=SecretStr(key))
 
 
-def check_rate(rate: float, concurrency: int) -> None:
+def check_rate(rate: float, concurrency: int | None) -> None:
     problems = []
     if not 0 < rate <= MAX_RATE:
         problems.append(
             f"--rate {rate:g} is out of range: Voyado answers 429 above {MAX_RATE:g} requests/s "
             "per API key and asks for less than 50 in normal operation"
         )
-    if not 1 <= concurrency <= 256:
+    if concurrency is not None and not 1 <= concurrency <= 256:
         problems.append(f"--concurrency {concurrency} must be between 1 and 256")
     if problems:
         raise ConfigError(problems)

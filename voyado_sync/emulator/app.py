@@ -1,9 +1,12 @@
 """HTTP behaviour of the emulator: Voyado's request hygiene, limits, faults and routes.
 
-Order for ``/api/v3`` requests, as Engage behaves and as the spec asks: added latency, then
-Content-Type (500), User-Agent (400), API key (401), rate limit (429, nothing processed),
-injected gateway errors (nothing processed), the endpoint itself, and finally the ambiguous
-fault on a successful interaction POST (stored, but the client gets a 503 or no answer).
+Order for ``/api/v3`` requests, as Engage behaves and as the spec asks: Content-Type (500),
+User-Agent (400), API key (401), rate limit (429, nothing processed), injected gateway errors
+(nothing processed), the endpoint itself, the ambiguous fault on a successful interaction POST
+(stored, but the client gets a 503 or no answer), and last the added latency. A request is
+counted and limited when it arrives and answered after the latency (with its spread and slow
+tail): the round trip a client sees, while the server's one-second counts are the client's
+own sending pattern.
 ``/_emulator`` admin routes skip all of that.
 """
 
@@ -65,15 +68,15 @@ class EmulatorApp:
 
     async def _api(self, request: Request) -> Response | None:
         emulator = self.emulator
-        if emulator.config.latency_ms > 0:
-            await asyncio.sleep(emulator.config.latency_ms / 1000.0)
+        arrived = time.monotonic()
+        emulator.arrived(arrived)
         endpoint, action = self._route(request)
         reply = self._guarded(request, endpoint, action)
-        if reply is None:
-            emulator.record_request(endpoint, None, time.monotonic())
-            return None
-        emulator.record_request(endpoint, reply.status, time.monotonic())
-        return _to_response(reply)
+        delay = emulator.latency()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        emulator.record_request(endpoint, None if reply is None else reply.status, arrived)
+        return None if reply is None else _to_response(reply)
 
     def _guarded(
         self, request: Request, endpoint: str, action: Callable[[], Reply] | None

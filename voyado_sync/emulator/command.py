@@ -61,7 +61,28 @@ class _CannotStart(click.ClickException):
     type=click.FloatRange(min=0.0),
     default=0.0,
     show_default=True,
-    help="Latency added to every API request.",
+    help="Latency added to every API answer (mean, with --latency-jitter).",
+)
+@click.option(
+    "--latency-jitter",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Spread of the latency: 0.5 draws each between 50% and 150% of --latency-ms.",
+)
+@click.option(
+    "--slow-rate",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Share of API answers that take --slow-ms longer (a slow tail).",
+)
+@click.option(
+    "--slow-ms",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="Extra latency of the slow answers.",
 )
 @click.option(
     "--error-rate",
@@ -95,6 +116,9 @@ def emulator_command(
     rate_limit: float,
     retry_after: float | None,
     latency_ms: float,
+    latency_jitter: float,
+    slow_rate: float,
+    slow_ms: float,
     error_rate: float,
     ambiguous_rate: float,
     seed: int | None,
@@ -117,6 +141,9 @@ def emulator_command(
         rate_limit=rate_limit,
         retry_after=retry_after,
         latency_ms=latency_ms,
+        latency_jitter=latency_jitter,
+        slow_rate=slow_rate,
+        slow_ms=slow_ms,
         error_rate=error_rate,
         ambiguous_rate=ambiguous_rate,
         seed=seed,

@@ -90,7 +90,17 @@ def load_contacts(path: Path) -> list[Contact]:
 
 # Settings that POST /_emulator/config and EmulatorHandle.configure may change.
 RUNTIME_FIELDS = frozenset(
-    {"latency_ms", "error_rate", "ambiguous_rate", "rate_limit", "retry_after", "api_key"}
+    {
+        "latency_ms",
+        "latency_jitter",
+        "slow_rate",
+        "slow_ms",
+        "error_rate",
+        "ambiguous_rate",
+        "rate_limit",
+        "retry_after",
+        "api_key",
+    }
 )
 
 
@@ -101,6 +111,10 @@ class EmulatorConfig:
     ``port`` 0 picks a free port. ``rate_limit`` is requests per second per API key (0 or less:
     no limit). ``retry_after`` adds a Retry-After header (seconds) to 429 answers. The three
     fault rates are shares between 0 and 1; ``seed`` makes their draws reproducible.
+
+    Latency, as a far-away Voyado has it: each API answer waits ``latency_ms`` spread
+    uniformly by ``latency_jitter`` (0.5: 50% to 150% of it), and a share ``slow_rate`` of
+    answers waits ``slow_ms`` more (the slow tail). The draws follow ``seed`` too.
     """
 
     host: str = "127.0.0.1"
@@ -109,6 +123,9 @@ class EmulatorConfig:
     rate_limit: float = 200.0
     retry_after: float | None = None
     latency_ms: float = 0.0
+    latency_jitter: float = 0.0
+    slow_rate: float = 0.0
+    slow_ms: float = 0.0
     error_rate: float = 0.0
     ambiguous_rate: float = 0.0
     seed: int | None = None
@@ -120,7 +137,8 @@ class EmulatorConfig:
         return (
             f"EmulatorConfig(host={self.host!r}, port={self.port}, api_key='***', "
             f"rate_limit={self.rate_limit}, retry_after={self.retry_after}, "
-            f"latency_ms={self.latency_ms}, error_rate={self.error_rate}, "
+            f"latency_ms={self.latency_ms}, latency_jitter={self.latency_jitter}, "
+            f"slow_rate={self.slow_rate}, slow_ms={self.slow_ms}, error_rate={self.error_rate}, "
             f"ambiguous_rate={self.ambiguous_rate}, seed={self.seed}, "
             f"state_file={self.state_file}, contacts=<{len(self.contacts)}>)"
         )
@@ -129,12 +147,18 @@ class EmulatorConfig:
         """The changeable settings, without the API key (it is never shown)."""
         return {
             "latency_ms": self.latency_ms,
+            "latency_jitter": self.latency_jitter,
+            "slow_rate": self.slow_rate,
+            "slow_ms": self.slow_ms,
             "error_rate": self.error_rate,
             "ambiguous_rate": self.ambiguous_rate,
             "rate_limit": self.rate_limit,
             "retry_after": self.retry_after,
             "api_key_set": bool(self.api_key),
         }
+
+
+_SHARES = frozenset({"error_rate", "ambiguous_rate", "latency_jitter", "slow_rate"})
 
 
 def check_runtime_changes(changes: dict[str, Any]) -> dict[str, Any]:
@@ -162,9 +186,9 @@ def check_runtime_changes(changes: dict[str, Any]) -> dict[str, Any]:
             problems.append(f"{name}: must be a number, got {value!r}")
             continue
         number = float(value)
-        if name in {"error_rate", "ambiguous_rate"} and not 0.0 <= number <= 1.0:
+        if name in _SHARES and not 0.0 <= number <= 1.0:
             problems.append(f"{name}: must be between 0 and 1, got {value!r}")
-        elif name in {"latency_ms", "retry_after"} and number < 0:
+        elif name in {"latency_ms", "slow_ms", "retry_after"} and number < 0:
             problems.append(f"{name}: must not be negative, got {value!r}")
         else:
             clean[name] = number

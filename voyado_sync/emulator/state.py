@@ -128,7 +128,12 @@ class Emulator:
         self._second = 0
         self._second_count = 0
         self._windows: dict[str, deque[float]] = {}
+        self._arrivals: deque[float] = deque()
         self.rng = random.Random(self.config.seed)
+        # Latency draws have their own generator: adding latency must not change which
+        # requests the seeded faults hit.
+        seed = self.config.seed
+        self._latency_rng = random.Random(None if seed is None else f"latency-{seed}")
         self.started = time.monotonic()
 
     # ---- admin -------------------------------------------------------------------------
@@ -196,6 +201,8 @@ class Emulator:
                 "requests_by_status": dict(sorted(self._by_status.items())),
                 "requests_by_endpoint": dict(sorted(self._by_endpoint.items())),
                 "peak_requests_per_second": c["peak_requests_per_second"],
+                # Sliding: the most requests that arrived within any one second.
+                "peak_requests_in_any_second": c["peak_requests_in_any_second"],
                 "faults": {
                     "rate_limited": c["rate_limited"],
                     "injected_errors": c["injected_errors"],
@@ -225,6 +232,29 @@ class Emulator:
                 return max(0.0, window[0] + 1.0 - now)
             window.append(now)
             return None
+
+    def arrived(self, now: float) -> None:
+        """Count an API request when it arrives, for the most seen in any one second."""
+        with self._lock:
+            arrivals = self._arrivals
+            while arrivals and arrivals[0] <= now - 1.0:
+                arrivals.popleft()
+            arrivals.append(now)
+            c = self._counters
+            if len(arrivals) > c["peak_requests_in_any_second"]:
+                c["peak_requests_in_any_second"] = len(arrivals)
+
+    def latency(self) -> float:
+        """Seconds the next API answer waits: ``latency_ms`` with its spread and slow tail."""
+        with self._lock:
+            config = self.config
+            # Two draws every time, so the sequence does not depend on the settings.
+            spread = 2.0 * self._latency_rng.random() - 1.0
+            slow = self._latency_rng.random() < config.slow_rate
+            ms = config.latency_ms * (1.0 + config.latency_jitter * spread)
+            if slow:
+                ms += config.slow_ms
+            return max(0.0, ms) / 1000.0
 
     def record_request(self, endpoint: str, status: int | None, now: float) -> None:
         """Account for one answered API request (status None: the connection was dropped)."""
@@ -541,6 +571,7 @@ class Emulator:
                 "  faults:                " + ", ".join(f"{k} {v}" for k, v in faults.items())
             )
         lines.append(f"  peak requests/s:       {s['peak_requests_per_second']}")
+        lines.append(f"  peak in any 1 s:       {s['peak_requests_in_any_second']}")
         return "\n".join(lines)
 
 

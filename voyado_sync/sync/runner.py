@@ -146,8 +146,9 @@ async def _real_run(
         check = await check_schema(client, model)
         res.schema_created, res.error = check.created, check.error
     claimed: set[str] = set()
-    resolver = ContactResolver(client, ledger, db, options.concurrency)
-    sender = VoyadoSender(client, stop, options.concurrency, claimed)
+    # The client's window bounds what is really in flight; these gates only need to let it.
+    resolver = ContactResolver(client, ledger, db, client.max_in_flight)
+    sender = VoyadoSender(client, stop, client.max_in_flight, claimed)
     plan = Plan(
         ledger=ledger,
         db=db,

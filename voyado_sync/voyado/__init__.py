@@ -1,4 +1,5 @@
-"""The Voyado Engage API layer: an async client, its typed outcomes, pacing and reconciliation."""
+"""The Voyado Engage API layer: an async client, its typed outcomes, pacing, the window of
+requests in flight, and reconciliation."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from voyado_sync.voyado.models import (
 )
 from voyado_sync.voyado.pacing import RateLimiter
 from voyado_sync.voyado.reconcile import echo_problems, find_match, matches
+from voyado_sync.voyado.window import ConcurrencyWindow
 
 __all__ = [
     "LOOKUP_KEYS",
     "ClientStopped",
+    "ConcurrencyWindow",
     "ContactAmbiguous",
     "ContactFound",
     "ContactGone",

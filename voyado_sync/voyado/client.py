@@ -26,6 +26,7 @@ it is JSON of a known shape read to its last page, its 404 only with ``ContactNo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random as _random
@@ -69,7 +70,8 @@ from voyado_sync.voyado.models import (
 from voyado_sync.voyado.pacing import RateLimiter, sane_retry_after
 from voyado_sync.voyado.reconcile import UndecidableEcho, find_match
 from voyado_sync.voyado.redact import Redactor, proxy_secrets
-from voyado_sync.voyado.transport import Http11Transport
+from voyado_sync.voyado.transport import BEFORE_WRITE, Http11Transport
+from voyado_sync.voyado.window import DEFAULT_CAP, ConcurrencyWindow
 
 __all__ = ["LOOKUP_KEYS", "RetryPolicy", "VoyadoClient"]
 
@@ -163,10 +165,12 @@ class VoyadoClient:
     Use it as an async context manager (or call ``aclose``). One client per run and API key:
     its ``limiter`` paces every request it sends, and ``stats`` counts them.
 
-    ``rate`` is requests per second (ignored when a shared ``limiter`` is passed);
-    ``concurrency`` bounds the exchanges in flight and sizes the connection pool; ``timeout``
-    applies to connect, read, write and pool waits alike, and ``deadline`` (default:
-    ``timeout``) to each whole exchange, connect, send and the complete answer together, on
+    ``rate`` is requests per second (ignored when a shared ``limiter`` is passed). The
+    requests in flight follow the round trip (``window``); ``concurrency`` is their upper
+    bound (default 128), exposed as ``max_in_flight``, and sizes the connection pool, whose
+    connections are opened only as the window needs them; ``timeout`` applies to connect,
+    read, write and pool waits alike, and ``deadline`` (default: ``timeout``) to each whole
+    exchange from the moment it may leave, connect, send and the complete answer together, on
     either transport. ``stop()`` ends every wait and request at once. ``transport`` is for tests
     (``httpx.MockTransport``), as are ``sleep``, ``clock`` and ``random``, which drive every
     back-off and pause. ``max_list_pages`` bounds one listing (``ListingUnavailable`` past it).
@@ -178,7 +182,7 @@ class VoyadoClient:
         base_url: str,
         api_key: str,
         rate: float = 40.0,
-        concurrency: int = 8,
+        concurrency: int | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy = RetryPolicy(),
         user_agent: str = f"voyado-sync/{__version__}",
@@ -197,6 +201,8 @@ class VoyadoClient:
             )
         if not api_key or not api_key.strip():
             raise ValueError("api_key is empty")
+        if concurrency is None:
+            concurrency = DEFAULT_CAP
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         if max_list_pages < 1:
@@ -225,9 +231,16 @@ class VoyadoClient:
             random=random,
         )
         self.stats = RequestStats()
-        self._slots = asyncio.Semaphore(concurrency)
+        pacer = self.limiter
+        # The window follows the rate in force: it shrinks with the limiter after a 429.
+        self.window = ConcurrencyWindow(
+            rate=lambda: pacer.current_rate, cap=concurrency, clock=clock, sleep=sleep
+        )
+        self._clock = clock
         if transport is None and not _proxied(url):
             transport = Http11Transport(max_connections=concurrency)
+        # Our transport takes the token once the connection is ready; others get it before.
+        self._token_on_write = isinstance(transport, Http11Transport)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout),
@@ -236,6 +249,11 @@ class VoyadoClient:
             follow_redirects=False,
         )
         self._urls: dict[str, httpx.URL] = {}
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests this client has in flight at once: size callers' gates to it."""
+        return self.window.cap
 
     def __repr__(self) -> str:
         return (
@@ -826,8 +844,9 @@ class VoyadoClient:
     @asynccontextmanager
     async def _stoppable(
         self, seconds: float | None, *, may_have_left: bool = False
-    ) -> AsyncIterator[None]:
-        """A scope that ``stop()`` ends at once, and that ends by itself after ``seconds``.
+    ) -> AsyncIterator[asyncio.Timeout]:
+        """A scope that ``stop()`` ends at once, and that ends by itself after ``seconds``
+        (the yielded timeout may be rescheduled).
 
         Ended by ``stop()``: ``ClientStopped``. Ended by time: ``TimeoutError``.
         """
@@ -837,7 +856,7 @@ class VoyadoClient:
             async with asyncio.timeout(seconds) as scope:
                 self._scopes.add(scope)
                 try:
-                    yield
+                    yield scope
                 finally:
                     self._scopes.discard(scope)
         except TimeoutError:
@@ -863,32 +882,54 @@ class VoyadoClient:
         ``stop()``.
         """
         content = None if json_body is None else _encode(json_body)
+        loop = asyncio.get_running_loop()
         # Take the slot first, then the token: a token spent while waiting for a slot would
-        # let requests leave in a clump when slots free up.
-        async with self._stoppable(None):
-            await self._slots.acquire()
+        # let requests leave in a clump when slots free up. On the project's transport the
+        # token is taken once a connection is ready (BEFORE_WRITE), so that requests waiting
+        # for a new connection do not leave bunched.
+        async with contextlib.AsyncExitStack() as stack:
+            async with self._stoppable(None):
+                slot = await stack.enter_async_context(self.window.slot())
+            granted: list[float] = []
             try:
-                sent_at = await self.limiter.acquire()
-            except BaseException:
-                self._slots.release()
+                async with self._stoppable(None, may_have_left=True) as scope:
+
+                    async def take_token() -> None:
+                        granted.append(await self.limiter.acquire())
+                        slot.sent(granted[0])
+                        # The deadline runs from when the request may leave, not through a
+                        # 429 pause it waited out for its token.
+                        scope.reschedule(loop.time() + self.deadline)
+
+                    extensions = {BEFORE_WRITE: take_token} if self._token_on_write else None
+                    if extensions is None:
+                        await take_token()
+                    resp = await self._http.request(
+                        method,
+                        self._url(path),
+                        params=params,
+                        content=content,
+                        headers=self._headers(),
+                        extensions=extensions,
+                    )
+            except TimeoutError:
+                self.stats.record(kind, "network")
+                # httpx's own transport times each read, not the whole answer: a response
+                # dripped one byte at a time would outlive any timeout. This is the whole
+                # exchange's.
+                raise httpx.ReadTimeout(
+                    f"no complete answer within the request's deadline ({self.deadline:g} s)"
+                ) from None
+            except ClientStopped as exc:
+                self.stats.record(kind, "network")
+                if not granted:  # stopped while waiting for its token: it never left
+                    raise ClientStopped(str(exc), may_have_left=False) from None
                 raise
-        try:
-            async with self._stoppable(self.deadline, may_have_left=True):
-                resp = await self._http.request(
-                    method, self._url(path), params=params, content=content, headers=self._headers()
-                )
-        except TimeoutError:
-            self.stats.record(kind, "network")
-            # httpx's own transport times each read, not the whole answer: a response dripped
-            # one byte at a time would outlive any timeout. This is the whole exchange's.
-            raise httpx.ReadTimeout(
-                f"no complete answer within the request's deadline ({self.deadline:g} s)"
-            ) from None
-        except (httpx.TransportError, ClientStopped):
-            self.stats.record(kind, "network")
-            raise
-        finally:
-            self._slots.release()
+            except httpx.TransportError:
+                self.stats.record(kind, "network")
+                raise
+            slot.answered(self._clock())
+            sent_at = granted[0]
         self.stats.record(kind, resp.status_code)
         resp.extensions[_SENT_AT] = sent_at  # for the limiter, should this be a 429
         return resp

@@ -12,6 +12,7 @@ import asyncio
 import math
 import random as _random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 __all__ = ["ABSURD_RETRY_AFTER", "MAX_RETRY_AFTER", "RateLimiter", "sane_retry_after"]
@@ -37,6 +38,13 @@ _NEAR = 0.9
 _NEAR_STEP = 1 / 3
 # ... and try the refused rate again only after this many recovery periods.
 _RETRY_REFUSED = 3
+# On a 429 the rate falls to this share of what the server let through in the second before
+# the refused request left, when that is more than half the rate.
+_ADMITTED = 0.95
+# Grants and refusals remembered for that count: longer than any round trip plus a second.
+_HISTORY = 5.0
+# Voyado answers 429 above 200 requests in a second, whatever the key was told.
+MAX_PER_SECOND = 200
 
 
 def sane_retry_after(
@@ -62,8 +70,19 @@ class RateLimiter:
     second up to ``burst``. The burst is small (default ``max(1, rate / 10)``) so requests are
     spread evenly (at 50/s about 20 ms apart) instead of leaving in clumps.
 
+    A bucket alone lets ``rate + burst`` requests through in a second (220 at 200/s: a full
+    bucket, then a second of refill), and its burst is what absorbs late wake-ups without
+    losing throughput. So a second rule caps what the server counts: at most
+    ``floor(current_rate)`` (and never more than 200) requests in any ``1 + margin`` seconds.
+    The margin (default 20 ms) is for the way there: requests that left exactly one second
+    apart may arrive a little less than one second apart, and a server whose limit equals
+    the rate would refuse the later one (10 ms still met a 429 on the bench: a busy server
+    reads a clump of requests late). It costs ``margin`` of the rate (2%).
+
     AIMD: on a 429 (``on_throttled``) the rate is halved (floor 1/s, or the configured rate if
-    that is lower) and all senders pause until ``Retry-After`` when given, or else for an
+    that is lower), or falls to 95% of what got through in the second before the refused
+    request left, when that is more: the server's limit, or this run's share of it when runs
+    share the key, and all senders pause until ``Retry-After`` when given, or else for an
     exponential back-off with jitter that grows with consecutive throttle episodes.
     ``Retry-After`` is capped at ``max_retry_after`` (300 s), and a value beyond
     ``ABSURD_RETRY_AFTER`` (an hour) is ignored (see ``sane_retry_after``). Then:
@@ -88,6 +107,7 @@ class RateLimiter:
         burst: float | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        margin: float = 0.02,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         recover_after: float = 5.0,
@@ -99,7 +119,15 @@ class RateLimiter:
             raise ValueError(f"rate must be positive, got {rate}")
         if burst is not None and burst < 1:
             raise ValueError(f"burst must be at least 1, got {burst}")
+        if margin < 0:
+            raise ValueError(f"margin must not be negative, got {margin}")
         self._rate = float(rate)
+        self._span = 1.0 + margin
+        # Grant times within the last span, oldest first.
+        self._recent: deque[float] = deque()
+        # Grant times, and send times of refused requests, of the last _HISTORY seconds.
+        self._granted: deque[float] = deque()
+        self._refusals: deque[float] = deque()
         self._burst = float(burst) if burst is not None else max(1.0, self._rate / 10)
         self._min_rate = min(1.0, self._rate)
         self._clock = clock
@@ -154,12 +182,24 @@ class RateLimiter:
                     await self._sleep(self._paused_until - now)
                     continue
                 self._advance(now)
+                recent = self._recent
+                while recent and recent[0] <= now - self._span:
+                    recent.popleft()
+                allowed = min(MAX_PER_SECOND, max(1, math.floor(self._current + 1e-9)))
+                # Until enough grants of the last span have left it (oldest first).
+                full = 0.0
+                if len(recent) >= allowed:
+                    full = recent[len(recent) - allowed] + self._span - now
                 # The tolerance keeps float rounding from turning a wait into endless
                 # sleeps of a few attoseconds.
-                if self._tokens >= 1.0 - 1e-9:
+                if self._tokens >= 1.0 - 1e-9 and full <= 0.0:
                     self._tokens -= 1.0
+                    recent.append(now)
+                    self._granted.append(now)
+                    while self._granted[0] <= now - _HISTORY:
+                        self._granted.popleft()
                     return now
-                await self._sleep((1.0 - self._tokens) / self._current)
+                await self._sleep(max(full, (1.0 - self._tokens) / self._current, 1e-6))
 
     def on_throttled(self, retry_after: float | None, sent_at: float | None = None) -> float:
         """Record a 429; return the pause, in seconds, that the caller's request now faces.
@@ -172,6 +212,10 @@ class RateLimiter:
         now = self._clock()
         self._advance(now)
         self._last_throttle = now
+        if sent_at is not None:
+            self._refusals.append(sent_at)
+            while self._refusals[0] <= now - _HISTORY:
+                self._refusals.popleft()
         in_episode = self._episode_start is not None and (
             now < self._paused_until or now - self._episode_start < _EPISODE_WINDOW
         )
@@ -192,7 +236,12 @@ class RateLimiter:
             if self._good is not None and self._current <= self._good:
                 self._good = None  # a rate that held is refused now: no shortcut back to it
             self._refused = self._current
-            self._current = max(self._min_rate, self._current / 2)
+            # What got through in the second before this request left is about the server's
+            # limit for this process (its share of it, when runs share the key): fall to
+            # just below that instead of to half, if it is more.
+            admitted = self._admitted_before(now if sent_at is None else sent_at)
+            target = min(self._current, _ADMITTED * admitted)
+            self._current = max(self._min_rate, self._current / 2, target)
             if retry_after is not None:
                 pause = max(0.0, retry_after)
             else:
@@ -208,6 +257,12 @@ class RateLimiter:
             self._updated = until
         self._recovered_at = max(now, self._paused_until)
         return pause
+
+    def _admitted_before(self, until: float) -> int:
+        since = until - 1.0
+        granted = sum(1 for t in self._granted if since < t <= until)
+        refused = sum(1 for t in self._refusals if since < t <= until)
+        return max(0, granted - refused)
 
     def _capacity(self) -> float:
         return max(1.0, self._burst * self._current / self._rate)

@@ -29,7 +29,13 @@ from contextlib import contextmanager
 
 import httpx
 
-__all__ = ["Http11Transport"]
+__all__ = ["BEFORE_WRITE", "Http11Transport"]
+
+#: Request extension: an async callable awaited once a connection is ready, just before the
+#: request is written. The client takes its rate-limit token there, so that opening a new
+#: connection (as the window grows) cannot delay a request that already counted against the
+#: second it was granted in, and bunch it with later ones at the server.
+BEFORE_WRITE = "voyado_sync.before_write"
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024
@@ -73,7 +79,15 @@ class Http11Transport(httpx.AsyncBaseTransport):
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         conn = await self._checkout(origin, request, timeouts)
         reusable = False
+        written = False
         try:
+            before = request.extensions.get(BEFORE_WRITE)
+            if before is not None:
+                await before()
+                if not conn.usable():  # closed by the server while we waited: nothing sent
+                    self._checkin(origin, conn, False)
+                    conn = await self._checkout(origin, request, timeouts)
+            written = True
             head = _request_head(request)
             body = request.content  # httpx has read it: the client sends bytes
             with _errors(request, httpx.WriteTimeout, httpx.WriteError):
@@ -95,8 +109,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
             )
         finally:
             # Any error or cancellation mid-exchange leaves the connection in an unknown
-            # state: it is closed, never reused.
-            self._checkin(origin, conn, reusable)
+            # state: it is closed, never reused (unless nothing was written on it yet).
+            self._checkin(origin, conn, reusable or not written)
 
     async def aclose(self) -> None:
         self._closed = True
