@@ -392,12 +392,11 @@ def _print_summary(result: Any) -> None:
             )
         for extra in extras:
             click.echo(f"      {extra}")
-        for reason, count in sorted(m.reasons.items(), key=lambda kv: -kv[1]):
-            click.echo(f"      rejected ({count}): {reason}")
+        for group in m.reasons.ordered():
+            click.echo(f"      {group.line()}")
         for sample in m.samples:
-            click.echo(
-                f"      sample {sample['row_key']}: {json.dumps(sample['body'], default=str)}"
-            )
+            body = json.dumps(sample["body"], default=str, ensure_ascii=False)
+            click.echo(f"      sample {sample['row_key']}: {body}")
         if m.error:
             click.echo(f"    ERROR: {m.error}")
     if result.fatal:
@@ -452,6 +451,12 @@ def validate(
 @_project_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--state-schema", default=settings.DEFAULT_STATE_SCHEMA, show_default=True)
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="List every row with its own reason instead of one line per cause.",
+)
 def rejected(
     project_dir: Path,
     profiles_dir: Path | None,
@@ -461,9 +466,12 @@ def rejected(
     exclude: tuple[str, ...],
     as_json: bool,
     state_schema: str,
+    show_all: bool,
 ) -> None:
-    """List rejected, failed and waiting rows with their reasons (from the ledger)."""
+    """Rejected, failed and waiting rows from the ledger: one line per cause with its count
+    and example keys (--all: every row with its reason)."""
     from voyado_sync.project import load_manifest_of, open_warehouse, select_nodes
+    from voyado_sync.reasons import Causes
     from voyado_sync.state import Ledger
 
     with handled(as_json=as_json):
@@ -502,16 +510,45 @@ def rejected(
         }
         for r in rows
     ]
+    by_model: dict[str, Causes] = {}
+    for item in items:
+        causes = by_model.setdefault(str(item["model"]), Causes())
+        causes.add(_with_answer(item), str(item["row_key"]), status=str(item["status"]))
     if as_json:
-        click.echo(json.dumps({"exit_code": EXIT_OK, "error": None, "rows": items}, indent=2))
+        groups = [
+            {"model": model, **group.as_dict()}
+            for model, causes in by_model.items()
+            for group in causes.ordered()
+        ]
+        _echo_json({"exit_code": EXIT_OK, "error": None, "groups": groups, "rows": items})
         return
     if not items:
         click.echo("No rejected or failed rows.")
         return
-    for item in items:
-        answer = " ".join(str(x) for x in (item["http_status"], item["error_code"]) if x)
-        code = f" [{answer}]" if answer else ""
-        click.echo(f"{item['model']} {item['row_key']}: {item['status']}{code}: {item['reason']}")
+    if show_all:
+        for item in items:
+            click.echo(f"{item['model']} {item['row_key']}: {item['status']}: {_with_answer(item)}")
+        return
+    for model, causes in by_model.items():
+        count = sum(c.count for c in causes.ordered())
+        click.echo(f"{model}: {count} row(s), {len(causes)} cause(s)")
+        for group in causes.ordered():
+            click.echo(f"  {group.line()}")
+    click.echo("Every row with its own reason: voyado-sync rejected --all")
+
+
+def _with_answer(item: dict[str, Any]) -> str:
+    """The reason, prefixed by Voyado's HTTP status and error code when it did not say them."""
+    reason = str(item["reason"] or "")
+    answer = " ".join(str(x) for x in (item["http_status"], item["error_code"]) if x)
+    if answer and answer not in reason:
+        return f"[{answer}] {reason}"
+    return reason
+
+
+def _echo_json(document: dict[str, Any]) -> None:
+    """One JSON document on stdout: every command's --json, non-ASCII as is."""
+    click.echo(json.dumps(document, indent=2, default=str, ensure_ascii=False))
 
 
 def main() -> None:
