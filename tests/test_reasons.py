@@ -23,8 +23,10 @@ from voyado_sync.reasons import Causes, cause, grouped
             "a contact that does not exist, or was merged or deleted",
         ),
         (
-            [f"2 rows share the unique key review_id=R-{i}; none is sent until it is unique"
-             for i in range(10)]
+            [
+                f"2 rows share the unique key review_id=R-{i}; none is sent until it is unique"
+                for i in range(10)
+            ]
             + ["3 rows share the unique key a=1, b=2; none is sent until it is unique"],
             "rows share a unique key; none is sent until it is unique",
         ),
@@ -69,8 +71,9 @@ def test_rows_rejected_for_one_rule_share_one_cause_without_their_values(
 
 def test_different_rules_stay_apart_and_keep_what_was_wrong() -> None:
     causes = {
-        cause("property rating (column rating): 4.5 is not an integer; the schema says type "
-              "integer"),
+        cause(
+            "property rating (column rating): 4.5 is not an integer; the schema says type integer"
+        ),
         cause("property rating (column rating): 'x' is not a number"),
         cause("property price (column price): 4.5 is not an integer"),
         cause("Voyado answered 400 InvalidPayload: bad"),
@@ -86,8 +89,11 @@ def test_groups_count_rows_and_keep_three_example_keys() -> None:
         for i in range(30)
     ]
     items += [
-        (f"2 rows share the unique key id=d{i}; none is sent until it is unique", f"id=d{i}",
-         "rejected")
+        (
+            f"2 rows share the unique key id=d{i}; none is sent until it is unique",
+            f"id=d{i}",
+            "rejected",
+        )
         for i in range(10)
     ]
     groups = grouped(items)

@@ -8,6 +8,7 @@ Heavy imports (dbt, duckdb, httpx) happen inside the commands, so ``--help`` is 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -15,13 +16,14 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import click
 
 from voyado_sync import __version__, settings
-from voyado_sync.exceptions import VoyadoSyncError, error_kind
+from voyado_sync.exceptions import ConfigError, ConfigProblem, VoyadoSyncError, error_kind
 
 if TYPE_CHECKING:
     from voyado_sync.settings import RunOptions
@@ -106,30 +108,92 @@ def _redacted(text: str) -> str:
     return text.replace(key, "***") if len(key) >= 4 else text
 
 
+class _LogFormat:
+    """``--log-format``: stderr as text lines, or one JSON object per line (set per invocation
+    by the group, so tests that invoke the CLI repeatedly in one process start clean)."""
+
+    json = False
+
+
+class _JsonLogHandler(logging.Handler):
+    """voyado-sync's own Python log records (the ``voyado_sync`` logger) as JSON lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log(record.getMessage(), level=record.levelname.lower(), logger=record.name)
+
+
+_JSON_HANDLER = _JsonLogHandler()
+
+
+def _set_log_format(name: str) -> None:
+    _LogFormat.json = name == "json"
+    logger = logging.getLogger("voyado_sync")
+    if _LogFormat.json:
+        if _JSON_HANDLER not in logger.handlers:
+            logger.addHandler(_JSON_HANDLER)
+        logger.propagate = False
+    elif _JSON_HANDLER in logger.handlers:
+        logger.removeHandler(_JSON_HANDLER)
+        logger.propagate = True
+
+
+def log(message: str, *, level: str = "info", **fields: Any) -> None:
+    """One message on stderr: as is, or with ``--log-format json`` one JSON object
+    ``{"time", "level", "message", ...fields}`` per line, for orchestrators' log collectors.
+    Every progress line and message of the CLI goes through here (stdout stays the summary's
+    or --json's). The API key is masked either way."""
+    if _LogFormat.json:
+        record: dict[str, Any] = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": level,
+            "message": _redacted(message).strip(),
+            **fields,
+        }
+        click.echo(json.dumps(record, default=str, ensure_ascii=False), err=True)
+    else:
+        click.echo(_redacted(message), err=True)
+
+
+def _problem_dict(problem: ConfigProblem) -> dict[str, Any]:
+    return {"model": problem.model, "key": problem.key, "message": problem.message}
+
+
 def _fail(exc: BaseException, *, as_json: bool = False) -> NoReturn:
     """The one error handler of every command: a message on stderr (and the JSON error
     envelope on stdout with --json), exit code 2. An error that is not one of voyado-sync's
-    own shows its traceback with VOYADO_SYNC_DEBUG=1."""
+    own shows its traceback with VOYADO_SYNC_DEBUG=1. A ConfigError's envelope also lists
+    its problems as ``{model, key, message}``, the shape of ``validate --json``."""
     expected = isinstance(exc, VoyadoSyncError)
     message = _redacted(str(exc) if expected else f"unexpected {type(exc).__name__}: {exc}")
+    error: dict[str, Any] = {"message": message, "kind": error_kind(exc)}
+    if isinstance(exc, ConfigError):
+        error["problems"] = [_problem_dict(p) for p in exc.problems]
     if as_json:
-        envelope = {
-            "exit_code": EXIT_CANNOT_RUN,
-            "error": {"message": message, "kind": error_kind(exc)},
-        }
-        click.echo(json.dumps(envelope, indent=2))
-    click.echo(f"Error: {message}", err=True)
+        _echo_json({"exit_code": EXIT_CANNOT_RUN, "error": error})
+    log(f"Error: {message}", level="error", kind=error["kind"])
     if not expected:
         if settings.debug():
             trace = "".join(traceback.format_exception(exc))
-            click.echo(_redacted(trace), err=True, nl=False)
+            log(trace, level="error", kind="traceback")
         else:
-            click.echo(
+            log(
                 f"  (a bug in voyado-sync: set {settings.ENV_DEBUG}=1 to see the traceback, "
                 "and please report it)",
-                err=True,
+                level="error",
             )
     raise SystemExit(EXIT_CANNOT_RUN)
+
+
+def _echo_json(document: dict[str, Any]) -> None:
+    """One JSON document on stdout: every command's --json, non-ASCII as is."""
+    click.echo(json.dumps(document, indent=2, default=str, ensure_ascii=False))
+
+
+def _envelope(document: dict[str, Any], *, exit_code: int) -> None:
+    """A command's --json document in the shared envelope: ``exit_code`` always, ``error``
+    (``{message, kind}``, or null) always, then the command's own fields."""
+    rest = {k: v for k, v in document.items() if k not in ("exit_code", "error")}
+    _echo_json({"exit_code": exit_code, "error": document.get("error"), **rest})
 
 
 @contextmanager
@@ -185,12 +249,20 @@ class _LazyGroup(click.Group):
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="voyado-sync")
-def cli() -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Messages and progress on stderr as text, or one JSON object per line.",
+)
+def cli(log_format: str) -> None:
     """Send rows of dbt models to Voyado Engage as interactions: exactly once, at Voyado's pace.
 
     Declare a model's interactions under config.meta.voyado in its YAML, dbt build, then
     `voyado-sync run`. VOYADO_BASE_URL and VOYADO_API_KEY come from the environment.
     """
+    _set_log_format(log_format)
 
 
 class _Progress:
@@ -212,9 +284,12 @@ class _Progress:
         interval: float = 10.0,
         window: float = 30.0,
         width: int = 24,
+        json_lines: bool | None = None,
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
+        #: --log-format json: each line a JSON object (through :func:`log`), never a bar.
+        self.json = _LogFormat.json if json_lines is None else json_lines
+        self.tty = False if self.json else (self.stream.isatty() if tty is None else tty)
         self.clock = clock
         self.interval = interval
         self.window = window
@@ -239,7 +314,13 @@ class _Progress:
             self._finished.add(model)
             elapsed = now - start
             average = f", {done / elapsed:.1f}/s" if elapsed > 0 else ""
-            self._line(f"{model}: {done:,}/{total:,} rows done in {_duration(elapsed)}{average}")
+            self._line(
+                f"{model}: {done:,}/{total:,} rows done in {_duration(elapsed)}{average}",
+                model=model,
+                done=done,
+                total=total,
+                seconds=round(elapsed, 3),
+            )
             return
         first_t, first_done = samples[0]
         rate = (done - first_done) / (now - first_t) if now > first_t else None
@@ -254,7 +335,13 @@ class _Progress:
             self._open_bar = True
         elif now - self._last_line.get(model, float("-inf")) >= self.interval:
             self._last_line[model] = now
-            click.echo(text, file=self.stream)
+            self._line(
+                text,
+                model=model,
+                done=done,
+                total=total,
+                rate=round(rate, 3) if rate is not None else None,
+            )
 
     def close(self) -> None:
         """End a bar left open (an interrupted run), so the summary starts on its own line."""
@@ -262,8 +349,10 @@ class _Progress:
             click.echo("", file=self.stream)
             self._open_bar = False
 
-    def _line(self, text: str) -> None:
-        if self.tty:
+    def _line(self, text: str, **fields: Any) -> None:
+        if self.json:
+            log(text, event="progress", **fields)
+        elif self.tty:
             click.echo(f"\r{text}\033[K", file=self.stream, color=True)
             self._open_bar = False
         else:
@@ -347,15 +436,31 @@ def run(
                 concurrency=concurrency,
                 retry_rejected=retry_rejected,
             )
+            # A model whose meta key is a typo of voyado is not synced: say so (and exit 2,
+            # a configuration problem) instead of skipping it in silence. Raises when no
+            # model has meta.voyado at all.
+            typos = _near_misses(options)
             result = run_sync(options, progress=progress)
     finally:
         if progress is not None:
             progress.close()
+    exit_code = max(result.exit_code, EXIT_CANNOT_RUN if typos else EXIT_OK)
     if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2, default=str))
+        document = result.as_dict()
+        document["exit_code"] = exit_code
+        document["problems"] = [_problem_dict(p) for p in typos]
+        _echo_json(document)
     else:
         _print_summary(result)
-    raise SystemExit(result.exit_code)
+        for problem in typos:
+            log(f"problem: {problem}", level="error")
+    raise SystemExit(exit_code)
+
+
+def _near_misses(options: RunOptions) -> list[Any]:
+    from voyado_sync.project import load_manifest_of
+
+    return load_manifest_of(options).pick(options.select, exclude=options.exclude)[1]
 
 
 def _print_summary(result: Any) -> None:
@@ -400,11 +505,11 @@ def _print_summary(result: Any) -> None:
         if m.error:
             click.echo(f"    ERROR: {m.error}")
     if result.fatal:
-        click.echo(f"Stopped: {result.fatal}", err=True)
+        log(f"Stopped: {result.fatal}", level="error", kind=result.fatal_kind)
     if result.interrupted:
-        click.echo(
+        log(
             "Interrupted: requests in flight were finished and recorded; run again to carry on.",
-            err=True,
+            level="warning",
         )
     if result.requests and not result.dry_run:
         total = result.requests.get("total", 0)
@@ -440,7 +545,7 @@ def validate(
             )
         )
     if as_json:
-        click.echo(json.dumps({"exit_code": report.exit_code, **report.as_dict()}, indent=2))
+        _echo_json(report.as_dict())
     else:
         for line in report.lines():
             click.echo(line)
@@ -544,11 +649,6 @@ def _with_answer(item: dict[str, Any]) -> str:
     if answer and answer not in reason:
         return f"[{answer}] {reason}"
     return reason
-
-
-def _echo_json(document: dict[str, Any]) -> None:
-    """One JSON document on stdout: every command's --json, non-ASCII as is."""
-    click.echo(json.dumps(document, indent=2, default=str, ensure_ascii=False))
 
 
 def main() -> None:
