@@ -651,6 +651,147 @@ def _with_answer(item: dict[str, Any]) -> str:
     return reason
 
 
+@cli.command()
+@_project_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("--state-schema", default=settings.DEFAULT_STATE_SCHEMA, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many of the latest runs to show.",
+)
+def runs(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    exclude: tuple[str, ...],
+    as_json: bool,
+    state_schema: str,
+    limit: int,
+) -> None:
+    """The run history from the ledger, newest first: start, duration, status, counts per model."""
+    from voyado_sync.project import load_manifest_of, open_warehouse, select_nodes
+    from voyado_sync.state import Ledger
+
+    with handled(as_json=as_json):
+        options = _options(
+            project_dir=project_dir,
+            profiles_dir=profiles_dir,
+            target=target,
+            target_path=target_path,
+            select=select,
+            exclude=exclude,
+            state_schema=state_schema,
+        )
+        wanted = (
+            {n.name for n in select_nodes(load_manifest_of(options), options)}
+            if options.select or options.exclude
+            else None
+        )
+        warehouse = open_warehouse(options)
+        try:
+            ledger = Ledger(warehouse, schema=state_schema)
+            exists = ledger.exists()
+            # Selecting models filters afterwards, so ask for more when a selection is given.
+            records = ledger.recent_runs(limit if wanted is None else limit * 10) if exists else []
+            where = warehouse.description
+        finally:
+            warehouse.close()
+    entries = [_run_entry(r, wanted) for r in records]
+    entries = [e for e in entries if wanted is None or e["models"]][:limit]
+    if as_json:
+        _envelope({"runs": entries}, exit_code=EXIT_OK)
+        return
+    if not entries:
+        if not exists:
+            click.echo(f"No runs yet: no ledger in schema {state_schema} of the {where}.")
+        else:
+            click.echo("No runs of the selected models.")
+        return
+    for e in entries:
+        took = _duration(e["duration_seconds"]) if e["duration_seconds"] is not None else "--"
+        t = e["totals"]
+        click.echo(
+            f"{e['run_id']}  {e['started_at']}  {took:>6}  {e['status']}: {t['selected']} rows, "
+            f"{t['sent']} sent, {t['rejected']} rejected, {t['failed']} failed"
+        )
+        for m in e["models"]:
+            counts = ", ".join(f"{n} {status}" for status, n in m["rows"].items()) or "no rows"
+            click.echo(f"    {m['model']}: {counts}")
+        if e["message"]:
+            click.echo(f"    {e['message']}")
+
+
+def _run_entry(record: Any, wanted: set[str] | None) -> dict[str, Any]:
+    names = list(dict.fromkeys([*record.models, *record.by_model]))
+    models = [
+        {"model": name, "rows": dict(sorted(record.by_model.get(name, {}).items()))}
+        for name in names
+        if wanted is None or name in wanted
+    ]
+    return {
+        "run_id": record.run_id,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "duration_seconds": record.seconds,
+        "status": record.status,
+        "message": record.message or None,
+        "version": record.version,
+        "host": record.host,
+        "pid": record.pid,
+        "totals": record.totals,
+        "models": models,
+    }
+
+
+@cli.command()
+@_project_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("--base-url", default=None, help="Voyado's base URL (overrides VOYADO_BASE_URL).")
+@click.option("--state-schema", default=settings.DEFAULT_STATE_SCHEMA, show_default=True)
+def debug(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    exclude: tuple[str, ...],
+    as_json: bool,
+    base_url: str | None,
+    state_schema: str,
+) -> None:
+    """Check the dbt project, profile, warehouse, manifest, ledger, Voyado's URL and the key,
+    one line each, in seconds (exit 0 all usable, 2 something is not)."""
+    from voyado_sync.debug import run_debug
+
+    with handled(as_json=as_json):
+        report = run_debug(
+            _options(
+                project_dir=project_dir,
+                profiles_dir=profiles_dir,
+                target=target,
+                target_path=target_path,
+                select=select,
+                exclude=exclude,
+                base_url=base_url,
+                state_schema=state_schema,
+            )
+        )
+    if as_json:
+        _echo_json(report.as_dict())
+    else:
+        for check in report.checks:
+            click.echo(check.line())
+        failed = sum(c.status == "fail" for c in report.checks)
+        verdict = f"{failed} check(s) failed" if failed else "All checks passed"
+        click.echo(f"{verdict} ({report.seconds:.1f} s)")
+    raise SystemExit(report.exit_code)
+
+
 def main() -> None:
     cli(prog_name="voyado-sync")
 
