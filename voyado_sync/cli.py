@@ -636,7 +636,7 @@ def rejected(
         return
     for model, causes in by_model.items():
         count = sum(c.count for c in causes.ordered())
-        click.echo(f"{model}: {count} row(s), {len(causes)} cause(s)")
+        click.echo(f"{model}: {count} row key(s), {len(causes)} cause(s)")
         for group in causes.ordered():
             click.echo(f"  {group.line()}")
     click.echo("Every row with its own reason: voyado-sync rejected --all")

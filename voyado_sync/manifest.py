@@ -219,15 +219,15 @@ def _model(node: dict[str, Any], unique_tested: frozenset[str]) -> ModelNode:
     enabled = config.get("enabled") is not False
     if not enabled:
         voyado = None
-    near = tuple(
-        dict.fromkeys(
-            f"{where}.{key}"
-            for where, block in (("config.meta", meta), ("meta", node.get("meta") or {}))
-            if isinstance(block, Mapping)
-            for key in block
-            if enabled and looks_like_voyado(str(key))
-        )
-    )
+    # dbt copies config.meta to the node's top-level meta: each key is named once, where the
+    # current dbt reads it.
+    found: dict[str, str] = {}
+    for where, block in (("config.meta", meta), ("meta", node.get("meta") or {})):
+        if enabled and isinstance(block, Mapping):
+            for key in block:
+                if looks_like_voyado(str(key)):
+                    found.setdefault(str(key), f"{where}.{key}")
+    near = tuple(found.values())
     if voyado is not None:
         near = ()
     columns = {

@@ -70,8 +70,10 @@ class Cause:
 
     def add(self, row_key: str, rows: int = 1) -> None:
         self.count += rows
-        if len(self.examples) < MAX_EXAMPLES and row_key not in self.examples:
-            self.examples.append(row_key)
+        # The first keys in order, not in the order rows happened to settle (requests run
+        # concurrently): the same rows show the same examples every time.
+        if row_key not in self.examples:
+            self.examples = sorted([*self.examples, row_key])[:MAX_EXAMPLES]
 
     def as_dict(self) -> dict[str, Any]:
         return {
