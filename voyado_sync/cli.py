@@ -137,12 +137,12 @@ def _set_log_format(name: str) -> None:
         logger.propagate = True
 
 
-def log(message: str, *, level: str = "info", **fields: Any) -> None:
+def log(message: str, *, level: str = "info", json_line: bool | None = None, **fields: Any) -> None:
     """One message on stderr: as is, or with ``--log-format json`` one JSON object
     ``{"time", "level", "message", ...fields}`` per line, for orchestrators' log collectors.
     Every progress line and message of the CLI goes through here (stdout stays the summary's
     or --json's). The API key is masked either way."""
-    if _LogFormat.json:
+    if _LogFormat.json if json_line is None else json_line:
         record: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": level,
@@ -351,7 +351,7 @@ class _Progress:
 
     def _line(self, text: str, **fields: Any) -> None:
         if self.json:
-            log(text, event="progress", **fields)
+            log(text, json_line=True, event="progress", **fields)
         elif self.tty:
             click.echo(f"\r{text}\033[K", file=self.stream, color=True)
             self._open_bar = False
