@@ -85,8 +85,8 @@ def test_different_rules_stay_apart_and_keep_what_was_wrong() -> None:
 
 def test_groups_count_rows_and_keep_three_example_keys() -> None:
     items = [
-        (f"Voyado has no contact c-{i} (404 ContactNotFound): gone", f"id={i}", "rejected")
-        for i in range(30)
+        (f"Voyado has no contact c-{i} (404 ContactNotFound): gone", f"id={i:02d}", "rejected")
+        for i in reversed(range(30))  # settled in any order: the first keys are the examples
     ]
     items += [
         (
@@ -98,12 +98,12 @@ def test_groups_count_rows_and_keep_three_example_keys() -> None:
     ]
     groups = grouped(items)
     assert [(g.count, g.examples) for g in groups] == [
-        (30, ["id=0", "id=1", "id=2"]),
+        (30, ["id=00", "id=01", "id=02"]),
         (10, ["id=d0", "id=d1", "id=d2"]),
     ]
     assert groups[0].line() == (
         "rejected (30): Voyado has no contact <value> (404 ContactNotFound): gone "
-        "(e.g. id=0, id=1, id=2, ...)"
+        "(e.g. id=00, id=01, id=02, ...)"
     )
 
 
