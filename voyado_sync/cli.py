@@ -573,8 +573,10 @@ def rejected(
     state_schema: str,
     show_all: bool,
 ) -> None:
-    """Rejected, failed and waiting rows from the ledger: one line per cause with its count
-    and example keys (--all: every row with its reason)."""
+    """Rejected, failed and waiting rows from the ledger, grouped by cause.
+
+    One line per cause with its count and example keys; --all lists every row with its own
+    reason."""
     from voyado_sync.project import load_manifest_of, open_warehouse, select_nodes
     from voyado_sync.reasons import Causes
     from voyado_sync.state import Ledger
@@ -673,7 +675,9 @@ def runs(
     state_schema: str,
     limit: int,
 ) -> None:
-    """The run history from the ledger, newest first: start, duration, status, counts per model."""
+    """The run history from the ledger, newest first.
+
+    Start, duration, status, totals and rows per model of each run."""
     from voyado_sync.project import load_manifest_of, open_warehouse, select_nodes
     from voyado_sync.state import Ledger
 
@@ -764,8 +768,10 @@ def debug(
     base_url: str | None,
     state_schema: str,
 ) -> None:
-    """Check the dbt project, profile, warehouse, manifest, ledger, Voyado's URL and the key,
-    one line each, in seconds (exit 0 all usable, 2 something is not)."""
+    """Check everything a run needs, one line per check, in seconds.
+
+    The dbt project, profile and target, warehouse, manifest, run_results.json, ledger,
+    Voyado's URL and the key (exit 0 all usable, 2 something is not)."""
     from voyado_sync.debug import run_debug
 
     with handled(as_json=as_json):
