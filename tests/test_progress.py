@@ -131,3 +131,25 @@ def test_without_json_a_log_reader_sees_each_models_final_progress_line(
     assert code == 0
     assert "bulk_events: 300/300 rows done in" in stderr
     assert "rows done in" not in stdout  # stdout is the summary alone
+
+
+def test_json_log_format_turns_each_progress_line_into_one_json_object(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clock = FakeClock()
+    report = _Progress(tty=True, clock=clock, interval=10, json_lines=True)
+    for t, done in [(0, 0), (10, 500), (20, 1000)]:
+        clock.now = t
+        report("events", done, 1000)
+    report.close()
+
+    lines = capsys.readouterr().err.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [(r["event"], r["model"], r["done"], r["total"]) for r in records] == [
+        ("progress", "events", 0, 1000),
+        ("progress", "events", 500, 1000),
+        ("progress", "events", 1000, 1000),
+    ]
+    assert records[1]["rate"] == 50.0 and records[2]["seconds"] == 20
+    assert records[2]["message"] == "events: 1,000/1,000 rows done in 20s, 50.0/s"
+    assert "\r" not in "".join(lines)  # never a terminal bar, even on a terminal

@@ -508,3 +508,25 @@ def test_same_schema_with_shorthand_properties_from_other_columns_is_allowed() -
         )
         == []
     )
+
+
+@pytest.mark.parametrize("column_type", ["DECIMAL(10,2)", "numeric(12, 4)", "NUMBER(38,2)"])
+def test_integer_on_a_column_with_decimal_places_is_refused(column_type: str) -> None:
+    (problem,) = _resolve_problems(
+        {"cost": {"column": "cost", "type": "integer"}}, {**BASE_COLUMNS, "cost": column_type}
+    )
+    assert problem.model == MODEL
+    assert problem.key == f"{ROOT}.properties.cost.type"
+    assert column_type in problem.message and "decimal place" in problem.message
+    assert "type number" in problem.message
+
+
+@pytest.mark.parametrize("column_type", ["DECIMAL(10,0)", "numeric(12)", "NUMBER(38,0)", "BIGINT"])
+def test_integer_on_a_whole_number_column_is_kept(column_type: str) -> None:
+    model = _resolve({"cost": {"type": "integer"}}, {**BASE_COLUMNS, "cost": column_type})
+    assert model.properties[0].type == "integer"
+
+
+def test_decimal_places_number_on_a_decimal_column_is_kept() -> None:
+    model = _resolve({"cost": "cost"}, {**BASE_COLUMNS, "cost": "DECIMAL(10,2)"})
+    assert model.properties[0].type == "number"

@@ -8,6 +8,7 @@ Heavy imports (dbt, duckdb, httpx) happen inside the commands, so ``--help`` is 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -15,13 +16,14 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import click
 
 from voyado_sync import __version__, settings
-from voyado_sync.exceptions import VoyadoSyncError, error_kind
+from voyado_sync.exceptions import ConfigError, ConfigProblem, VoyadoSyncError, error_kind
 
 if TYPE_CHECKING:
     from voyado_sync.settings import RunOptions
@@ -106,30 +108,92 @@ def _redacted(text: str) -> str:
     return text.replace(key, "***") if len(key) >= 4 else text
 
 
+class _LogFormat:
+    """``--log-format``: stderr as text lines, or one JSON object per line (set per invocation
+    by the group, so tests that invoke the CLI repeatedly in one process start clean)."""
+
+    json = False
+
+
+class _JsonLogHandler(logging.Handler):
+    """voyado-sync's own Python log records (the ``voyado_sync`` logger) as JSON lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log(record.getMessage(), level=record.levelname.lower(), logger=record.name)
+
+
+_JSON_HANDLER = _JsonLogHandler()
+
+
+def _set_log_format(name: str) -> None:
+    _LogFormat.json = name == "json"
+    logger = logging.getLogger("voyado_sync")
+    if _LogFormat.json:
+        if _JSON_HANDLER not in logger.handlers:
+            logger.addHandler(_JSON_HANDLER)
+        logger.propagate = False
+    elif _JSON_HANDLER in logger.handlers:
+        logger.removeHandler(_JSON_HANDLER)
+        logger.propagate = True
+
+
+def log(message: str, *, level: str = "info", json_line: bool | None = None, **fields: Any) -> None:
+    """One message on stderr: as is, or with ``--log-format json`` one JSON object
+    ``{"time", "level", "message", ...fields}`` per line, for orchestrators' log collectors.
+    Every progress line and message of the CLI goes through here (stdout stays the summary's
+    or --json's). The API key is masked either way."""
+    if _LogFormat.json if json_line is None else json_line:
+        record: dict[str, Any] = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": level,
+            "message": _redacted(message).strip(),
+            **fields,
+        }
+        click.echo(json.dumps(record, default=str, ensure_ascii=False), err=True)
+    else:
+        click.echo(_redacted(message), err=True)
+
+
+def _problem_dict(problem: ConfigProblem) -> dict[str, Any]:
+    return {"model": problem.model, "key": problem.key, "message": problem.message}
+
+
 def _fail(exc: BaseException, *, as_json: bool = False) -> NoReturn:
     """The one error handler of every command: a message on stderr (and the JSON error
     envelope on stdout with --json), exit code 2. An error that is not one of voyado-sync's
-    own shows its traceback with VOYADO_SYNC_DEBUG=1."""
+    own shows its traceback with VOYADO_SYNC_DEBUG=1. A ConfigError's envelope also lists
+    its problems as ``{model, key, message}``, the shape of ``validate --json``."""
     expected = isinstance(exc, VoyadoSyncError)
     message = _redacted(str(exc) if expected else f"unexpected {type(exc).__name__}: {exc}")
+    error: dict[str, Any] = {"message": message, "kind": error_kind(exc)}
+    if isinstance(exc, ConfigError):
+        error["problems"] = [_problem_dict(p) for p in exc.problems]
     if as_json:
-        envelope = {
-            "exit_code": EXIT_CANNOT_RUN,
-            "error": {"message": message, "kind": error_kind(exc)},
-        }
-        click.echo(json.dumps(envelope, indent=2))
-    click.echo(f"Error: {message}", err=True)
+        _echo_json({"exit_code": EXIT_CANNOT_RUN, "error": error})
+    log(f"Error: {message}", level="error", kind=error["kind"])
     if not expected:
         if settings.debug():
             trace = "".join(traceback.format_exception(exc))
-            click.echo(_redacted(trace), err=True, nl=False)
+            log(trace, level="error", kind="traceback")
         else:
-            click.echo(
+            log(
                 f"  (a bug in voyado-sync: set {settings.ENV_DEBUG}=1 to see the traceback, "
                 "and please report it)",
-                err=True,
+                level="error",
             )
     raise SystemExit(EXIT_CANNOT_RUN)
+
+
+def _echo_json(document: dict[str, Any]) -> None:
+    """One JSON document on stdout: every command's --json, non-ASCII as is."""
+    click.echo(json.dumps(document, indent=2, default=str, ensure_ascii=False))
+
+
+def _envelope(document: dict[str, Any], *, exit_code: int) -> None:
+    """A command's --json document in the shared envelope: ``exit_code`` always, ``error``
+    (``{message, kind}``, or null) always, then the command's own fields."""
+    rest = {k: v for k, v in document.items() if k not in ("exit_code", "error")}
+    _echo_json({"exit_code": exit_code, "error": document.get("error"), **rest})
 
 
 @contextmanager
@@ -185,12 +249,20 @@ class _LazyGroup(click.Group):
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="voyado-sync")
-def cli() -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Messages and progress on stderr as text, or one JSON object per line.",
+)
+def cli(log_format: str) -> None:
     """Send rows of dbt models to Voyado Engage as interactions: exactly once, at Voyado's pace.
 
     Declare a model's interactions under config.meta.voyado in its YAML, dbt build, then
     `voyado-sync run`. VOYADO_BASE_URL and VOYADO_API_KEY come from the environment.
     """
+    _set_log_format(log_format)
 
 
 class _Progress:
@@ -212,9 +284,12 @@ class _Progress:
         interval: float = 10.0,
         window: float = 30.0,
         width: int = 24,
+        json_lines: bool | None = None,
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
+        #: --log-format json: each line a JSON object (through :func:`log`), never a bar.
+        self.json = _LogFormat.json if json_lines is None else json_lines
+        self.tty = False if self.json else (self.stream.isatty() if tty is None else tty)
         self.clock = clock
         self.interval = interval
         self.window = window
@@ -239,7 +314,13 @@ class _Progress:
             self._finished.add(model)
             elapsed = now - start
             average = f", {done / elapsed:.1f}/s" if elapsed > 0 else ""
-            self._line(f"{model}: {done:,}/{total:,} rows done in {_duration(elapsed)}{average}")
+            self._line(
+                f"{model}: {done:,}/{total:,} rows done in {_duration(elapsed)}{average}",
+                model=model,
+                done=done,
+                total=total,
+                seconds=round(elapsed, 3),
+            )
             return
         first_t, first_done = samples[0]
         rate = (done - first_done) / (now - first_t) if now > first_t else None
@@ -254,7 +335,13 @@ class _Progress:
             self._open_bar = True
         elif now - self._last_line.get(model, float("-inf")) >= self.interval:
             self._last_line[model] = now
-            click.echo(text, file=self.stream)
+            self._line(
+                text,
+                model=model,
+                done=done,
+                total=total,
+                rate=round(rate, 3) if rate is not None else None,
+            )
 
     def close(self) -> None:
         """End a bar left open (an interrupted run), so the summary starts on its own line."""
@@ -262,8 +349,10 @@ class _Progress:
             click.echo("", file=self.stream)
             self._open_bar = False
 
-    def _line(self, text: str) -> None:
-        if self.tty:
+    def _line(self, text: str, **fields: Any) -> None:
+        if self.json:
+            log(text, json_line=True, event="progress", **fields)
+        elif self.tty:
             click.echo(f"\r{text}\033[K", file=self.stream, color=True)
             self._open_bar = False
         else:
@@ -346,15 +435,31 @@ def run(
                 concurrency=concurrency,
                 retry_rejected=retry_rejected,
             )
+            # A model whose meta key is a typo of voyado is not synced: say so (and exit 2,
+            # a configuration problem) instead of skipping it in silence. Raises when no
+            # model has meta.voyado at all.
+            typos = _near_misses(options)
             result = run_sync(options, progress=progress)
     finally:
         if progress is not None:
             progress.close()
+    exit_code = max(result.exit_code, EXIT_CANNOT_RUN if typos else EXIT_OK)
     if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2, default=str))
+        document = result.as_dict()
+        document["exit_code"] = exit_code
+        document["problems"] = [_problem_dict(p) for p in typos]
+        _echo_json(document)
     else:
         _print_summary(result)
-    raise SystemExit(result.exit_code)
+        for problem in typos:
+            log(f"problem: {problem}", level="error")
+    raise SystemExit(exit_code)
+
+
+def _near_misses(options: RunOptions) -> list[Any]:
+    from voyado_sync.project import load_manifest_of
+
+    return load_manifest_of(options).pick(options.select, exclude=options.exclude)[1]
 
 
 def _print_summary(result: Any) -> None:
@@ -393,20 +498,19 @@ def _print_summary(result: Any) -> None:
             )
         for extra in extras:
             click.echo(f"      {extra}")
-        for reason, count in sorted(m.reasons.items(), key=lambda kv: -kv[1]):
-            click.echo(f"      rejected ({count}): {reason}")
+        for group in m.reasons.ordered():
+            click.echo(f"      {group.line()}")
         for sample in m.samples:
-            click.echo(
-                f"      sample {sample['row_key']}: {json.dumps(sample['body'], default=str)}"
-            )
+            body = json.dumps(sample["body"], default=str, ensure_ascii=False)
+            click.echo(f"      sample {sample['row_key']}: {body}")
         if m.error:
             click.echo(f"    ERROR: {m.error}")
     if result.fatal:
-        click.echo(f"Stopped: {result.fatal}", err=True)
+        log(f"Stopped: {result.fatal}", level="error", kind=result.fatal_kind)
     if result.interrupted:
-        click.echo(
+        log(
             "Interrupted: requests in flight were finished and recorded; run again to carry on.",
-            err=True,
+            level="warning",
         )
     if result.requests and not result.dry_run:
         total = result.requests.get("total", 0)
@@ -442,7 +546,7 @@ def validate(
             )
         )
     if as_json:
-        click.echo(json.dumps({"exit_code": report.exit_code, **report.as_dict()}, indent=2))
+        _echo_json(report.as_dict())
     else:
         for line in report.lines():
             click.echo(line)
@@ -453,6 +557,12 @@ def validate(
 @_project_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--state-schema", default=settings.DEFAULT_STATE_SCHEMA, show_default=True)
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="List every row with its own reason instead of one line per cause.",
+)
 def rejected(
     project_dir: Path,
     profiles_dir: Path | None,
@@ -462,9 +572,14 @@ def rejected(
     exclude: tuple[str, ...],
     as_json: bool,
     state_schema: str,
+    show_all: bool,
 ) -> None:
-    """List rejected, failed and waiting rows with their reasons (from the ledger)."""
+    """Rejected, failed and waiting rows from the ledger, grouped by cause.
+
+    One line per cause with its count and example keys; --all lists every row with its own
+    reason."""
     from voyado_sync.project import load_manifest_of, open_warehouse, select_nodes
+    from voyado_sync.reasons import Causes
     from voyado_sync.state import Ledger
 
     with handled(as_json=as_json):
@@ -503,16 +618,185 @@ def rejected(
         }
         for r in rows
     ]
+    by_model: dict[str, Causes] = {}
+    for item in items:
+        causes = by_model.setdefault(str(item["model"]), Causes())
+        causes.add(_with_answer(item), str(item["row_key"]), status=str(item["status"]))
     if as_json:
-        click.echo(json.dumps({"exit_code": EXIT_OK, "error": None, "rows": items}, indent=2))
+        groups = [
+            {"model": model, **group.as_dict()}
+            for model, causes in by_model.items()
+            for group in causes.ordered()
+        ]
+        _echo_json({"exit_code": EXIT_OK, "error": None, "groups": groups, "rows": items})
         return
     if not items:
         click.echo("No rejected or failed rows.")
         return
-    for item in items:
-        answer = " ".join(str(x) for x in (item["http_status"], item["error_code"]) if x)
-        code = f" [{answer}]" if answer else ""
-        click.echo(f"{item['model']} {item['row_key']}: {item['status']}{code}: {item['reason']}")
+    if show_all:
+        for item in items:
+            click.echo(f"{item['model']} {item['row_key']}: {item['status']}: {_with_answer(item)}")
+        return
+    for model, causes in by_model.items():
+        count = sum(c.count for c in causes.ordered())
+        click.echo(f"{model}: {count} row key(s), {len(causes)} cause(s)")
+        for group in causes.ordered():
+            click.echo(f"  {group.line()}")
+    click.echo("Every row with its own reason: voyado-sync rejected --all")
+
+
+def _with_answer(item: dict[str, Any]) -> str:
+    """The reason, prefixed by Voyado's HTTP status and error code when it did not say them."""
+    reason = str(item["reason"] or "")
+    answer = " ".join(str(x) for x in (item["http_status"], item["error_code"]) if x)
+    if answer and answer not in reason:
+        return f"[{answer}] {reason}"
+    return reason
+
+
+@cli.command()
+@_project_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("--state-schema", default=settings.DEFAULT_STATE_SCHEMA, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many of the latest runs to show.",
+)
+def runs(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    exclude: tuple[str, ...],
+    as_json: bool,
+    state_schema: str,
+    limit: int,
+) -> None:
+    """The run history from the ledger, newest first.
+
+    Start, duration, status, totals and rows per model of each run."""
+    from voyado_sync.project import load_manifest_of, open_warehouse, select_nodes
+    from voyado_sync.state import Ledger
+
+    with handled(as_json=as_json):
+        options = _options(
+            project_dir=project_dir,
+            profiles_dir=profiles_dir,
+            target=target,
+            target_path=target_path,
+            select=select,
+            exclude=exclude,
+            state_schema=state_schema,
+        )
+        wanted = (
+            {n.name for n in select_nodes(load_manifest_of(options), options)}
+            if options.select or options.exclude
+            else None
+        )
+        warehouse = open_warehouse(options)
+        try:
+            ledger = Ledger(warehouse, schema=state_schema)
+            exists = ledger.exists()
+            # Selecting models filters afterwards, so ask for more when a selection is given.
+            records = ledger.recent_runs(limit if wanted is None else limit * 10) if exists else []
+            where = warehouse.description
+        finally:
+            warehouse.close()
+    entries = [_run_entry(r, wanted) for r in records]
+    entries = [e for e in entries if wanted is None or e["models"]][:limit]
+    if as_json:
+        _envelope({"runs": entries}, exit_code=EXIT_OK)
+        return
+    if not entries:
+        if not exists:
+            click.echo(f"No runs yet: no ledger in schema {state_schema} of the {where}.")
+        else:
+            click.echo("No runs of the selected models.")
+        return
+    for e in entries:
+        took = _duration(e["duration_seconds"]) if e["duration_seconds"] is not None else "--"
+        t = e["totals"]
+        click.echo(
+            f"{e['run_id']}  {e['started_at']}  {took:>6}  {e['status']}: {t['selected']} rows, "
+            f"{t['sent']} sent, {t['rejected']} rejected, {t['failed']} failed"
+        )
+        for m in e["models"]:
+            counts = ", ".join(f"{n} {status}" for status, n in m["rows"].items()) or "no rows"
+            click.echo(f"    {m['model']}: {counts}")
+        if e["message"]:
+            click.echo(f"    {e['message']}")
+
+
+def _run_entry(record: Any, wanted: set[str] | None) -> dict[str, Any]:
+    names = list(dict.fromkeys([*record.models, *record.by_model]))
+    models = [
+        {"model": name, "rows": dict(sorted(record.by_model.get(name, {}).items()))}
+        for name in names
+        if wanted is None or name in wanted
+    ]
+    return {
+        "run_id": record.run_id,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "duration_seconds": record.seconds,
+        "status": record.status,
+        "message": record.message or None,
+        "version": record.version,
+        "host": record.host,
+        "pid": record.pid,
+        "totals": record.totals,
+        "models": models,
+    }
+
+
+@cli.command()
+@_project_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("--base-url", default=None, help="Voyado's base URL (overrides VOYADO_BASE_URL).")
+@click.option("--state-schema", default=settings.DEFAULT_STATE_SCHEMA, show_default=True)
+def debug(
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    exclude: tuple[str, ...],
+    as_json: bool,
+    base_url: str | None,
+    state_schema: str,
+) -> None:
+    """Check everything a run needs, one line per check, in seconds.
+
+    The dbt project, profile and target, warehouse, manifest, run_results.json, ledger,
+    Voyado's URL and the key (exit 0 all usable, 2 something is not)."""
+    from voyado_sync.debug import run_debug
+
+    with handled(as_json=as_json):
+        report = run_debug(
+            _options(
+                project_dir=project_dir,
+                profiles_dir=profiles_dir,
+                target=target,
+                target_path=target_path,
+                select=select,
+                exclude=exclude,
+                base_url=base_url,
+                state_schema=state_schema,
+            )
+        )
+    if as_json:
+        _echo_json(report.as_dict())
+    else:
+        for check in report.checks:
+            click.echo(check.line())
+        failed = sum(c.status == "fail" for c in report.checks)
+        verdict = f"{failed} check(s) failed" if failed else "All checks passed"
+        click.echo(f"{verdict} ({report.seconds:.1f} s)")
+    raise SystemExit(report.exit_code)
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ schema id typed at a prompt or passed as ``--confirm-delete SCHEMA_ID``.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from voyado_sync import settings
-from voyado_sync.cli import _fail, _project_options
+from voyado_sync.cli import EXIT_OK, _envelope, _fail, _project_options, log
 from voyado_sync.cli import _options as _project_run_options
 
 if TYPE_CHECKING:
@@ -123,7 +122,7 @@ def list_command(
         _cannot_run(exc, as_json)
         return
     if as_json:
-        click.echo(json.dumps(listing.as_dict(), indent=2))
+        _envelope(listing.as_dict(), exit_code=EXIT_OK)
         return
     _print_list(listing)
 
@@ -189,7 +188,7 @@ def diff_command(
         _cannot_run(exc, as_json)
         return
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        _envelope(report.as_dict(), exit_code=report.exit_code)
     else:
         _print_report(report)
     raise SystemExit(report.exit_code)
@@ -318,10 +317,10 @@ def push_command(
         targets = {s.schema_id for s in plan.to_recreate}
         for value in confirm_delete:
             if value not in targets and not as_json:
-                click.echo(
+                log(
                     f"warning: --confirm-delete {value} matches no schema this push would "
                     "re-create (it must be exactly the schema id)",
-                    err=True,
+                    level="warning",
                 )
         for step in plan.to_recreate:
             if step.schema_id in confirm_delete or (
@@ -334,8 +333,10 @@ def push_command(
         _cannot_run(exc, as_json)
         return
     if as_json:
-        doc = {"plan": plan.as_dict(), **result.as_dict()}
-        click.echo(json.dumps(doc, indent=2))
+        refused = [o.message for o in result.outcomes if o.status in ("refused", "failed")]
+        error = {"message": "; ".join(refused), "kind": "SchemaRefused"} if refused else None
+        doc = {"plan": plan.as_dict(), **result.as_dict(), "error": error}
+        _envelope(doc, exit_code=result.exit_code)
     else:
         _print_result(result, recreate=recreate, confirm_delete=confirm_delete)
     raise SystemExit(result.exit_code)
@@ -378,15 +379,15 @@ def _print_result(result: PushResult, *, recreate: bool, confirm_delete: tuple[s
     for o in result.outcomes:
         if o.status == "refused":
             if o.schema_id:  # the budget refusal was shown with the plan
-                click.echo(f"REFUSED: {o.message}", err=True)
+                log(f"REFUSED: {o.message}", level="error")
         elif o.status == "failed":
-            click.echo(f"FAILED: {o.message}", err=True)
+            log(f"FAILED: {o.message}", level="error")
         elif o.status != "unchanged":  # shown with the plan
             click.echo(o.message)
     if refused:
         if confirm_delete and not recreate:
-            click.echo("--confirm-delete only takes effect with --recreate.", err=True)
-        click.echo("Nothing was changed in Voyado.", err=True)
+            log("--confirm-delete only takes effect with --recreate.", level="warning")
+        log("Nothing was changed in Voyado.", level="error")
 
 
 # -- delete -----------------------------------------------------------------------------------
@@ -449,6 +450,6 @@ def delete_command(
         _cannot_run(exc, as_json)
         return
     if as_json:
-        click.echo(json.dumps({"deleted": True, **plan.as_dict(), "exit_code": 0}, indent=2))
+        _envelope({"deleted": True, **plan.as_dict()}, exit_code=EXIT_OK)
     else:
         click.echo(f"Deleted interaction schema {schema_id} and every interaction stored under it.")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voyado_sync.exceptions import ManifestError
+from voyado_sync.exceptions import ConfigError, ConfigProblem, ManifestError
 from voyado_sync.selection import DbtGraph, graph_node, select_models
 from voyado_sync.spec import Relation
 
@@ -40,6 +40,8 @@ class ModelNode:
     original_file_path: str = ""
     depends_on: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: ``meta`` keys that look like a misspelt ``voyado`` (``voyaod``, ``Voyado``, ``voyado_sync``).
+    near_misses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,46 @@ class Manifest:
     def voyado_models(self) -> tuple[ModelNode, ...]:
         return tuple(m for m in self.models if m.voyado is not None)
 
+    def near_misses(self) -> list[ConfigProblem]:
+        """A problem per model whose ``meta`` has a key close to ``voyado`` but not it."""
+        return [problem for m in self.models for problem in near_miss_problems(m)]
+
+    def pick(
+        self, select: Sequence[str] = (), *, exclude: Sequence[str] = (), required: bool = True
+    ) -> tuple[list[ModelNode], list[ConfigProblem]]:
+        """:meth:`select`, and a problem for each selected model whose ``meta`` key is a
+        near miss of ``voyado``: a typo must be reported, not turned into a model skipped in
+        silence. Models with a near miss take part in the selection like synced ones, so
+        ``-s the_misspelt_model`` names the typo instead of "matches only models without
+        config.meta.voyado".
+
+        Raises ConfigError when the selection picks only models with a near miss, and (when
+        ``required``) when the manifest has no model with ``config.meta.voyado`` at all, naming
+        the near misses: ``run`` and ``validate`` must not report "0 models, OK".
+        """
+        voyado = [m.unique_id for m in self.voyado_models]
+        misspelt = [m.unique_id for m in self.models if m.voyado is None and m.near_misses]
+        if not voyado and required:
+            text = f"no model in {self.path} has config.meta.voyado, so there is nothing to sync"
+            problems = self.near_misses()
+            if problems:
+                text += "; these look like typos of voyado:"
+            else:
+                text += (
+                    ": declare it under config.meta.voyado in a model's properties YAML, then "
+                    "dbt build (or dbt parse)"
+                )
+            raise ConfigError([ConfigProblem(text), *problems])
+        graph = self.graph if self.graph is not None else self._models_graph()
+        chosen = select_models(graph, select=select, exclude=exclude, synced=[*voyado, *misspelt])
+        by_id = {m.unique_id: m for m in self.models}
+        picked = [by_id[uid] for uid in chosen if uid in by_id]
+        nodes = [m for m in picked if m.voyado is not None]
+        problems = [p for m in picked if m.voyado is None for p in near_miss_problems(m)]
+        if not nodes and problems:
+            raise ConfigError(problems)
+        return nodes, problems
+
     def select(self, select: Sequence[str] = (), *, exclude: Sequence[str] = ()) -> list[ModelNode]:
         """The models with ``meta.voyado`` that dbt's ``--select``/``--exclude`` pick.
 
@@ -72,15 +114,7 @@ class Manifest:
         nothing, or matches only models without ``meta.voyado``; an exclude that matches
         nothing or leaves nothing to sync.
         """
-        graph = self.graph if self.graph is not None else self._models_graph()
-        chosen = select_models(
-            graph,
-            select=select,
-            exclude=exclude,
-            synced=[m.unique_id for m in self.voyado_models],
-        )
-        by_id = {m.unique_id: m for m in self.models}
-        return [by_id[uid] for uid in chosen]
+        return self.pick(select, exclude=exclude, required=False)[0]
 
     def _models_graph(self) -> DbtGraph:
         nodes = [
@@ -182,8 +216,20 @@ def _model(node: dict[str, Any], unique_tested: frozenset[str]) -> ModelNode:
     if voyado is None:
         # Older projects put meta at the top level; dbt copies it, but read both to be safe.
         voyado = (node.get("meta") or {}).get("voyado")
-    if config.get("enabled") is False:
+    enabled = config.get("enabled") is not False
+    if not enabled:
         voyado = None
+    # dbt copies config.meta to the node's top-level meta: each key is named once, where the
+    # current dbt reads it.
+    found: dict[str, str] = {}
+    for where, block in (("config.meta", meta), ("meta", node.get("meta") or {})):
+        if enabled and isinstance(block, Mapping):
+            for key in block:
+                if looks_like_voyado(str(key)):
+                    found.setdefault(str(key), f"{where}.{key}")
+    near = tuple(found.values())
+    if voyado is not None:
+        near = ()
     columns = {
         str(name): (col.get("data_type") if isinstance(col, dict) else None)
         for name, col in (node.get("columns") or {}).items()
@@ -208,4 +254,42 @@ def _model(node: dict[str, Any], unique_tested: frozenset[str]) -> ModelNode:
         original_file_path=graph.original_file_path,
         depends_on=tuple(str(p) for p in (node.get("depends_on") or {}).get("nodes") or ()),
         config=config,
+        near_misses=near,
     )
+
+
+def looks_like_voyado(key: str) -> bool:
+    """A ``meta`` key that is not ``voyado`` but was probably meant to be: a different case,
+    a separator or suffix (``voyado_sync``, ``voyado-sync``), or one or two letters off."""
+    if key == "voyado":
+        return False
+    letters = re.sub(r"[^a-z]", "", key.lower())
+    if letters in ("voyado", "voyadosync", "voyadoengage"):
+        return True
+    return len(letters) >= 4 and _edits(letters, "voyado") <= 2
+
+
+def _edits(a: str, b: str) -> int:
+    # Optimal string alignment distance: insertions, deletions, substitutions, transpositions.
+    rows = [list(range(len(b) + 1))]
+    for i, ca in enumerate(a, 1):
+        row = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            row[j] = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
+
+
+def near_miss_problems(node: ModelNode) -> list[ConfigProblem]:
+    """One problem per near-miss ``meta`` key of a model, suggesting ``voyado``."""
+    return [
+        ConfigProblem(
+            f"meta key {key.rsplit('.', 1)[-1]!r} is not 'voyado', so this model is not synced: "
+            "did you mean voyado? (config.meta.voyado)",
+            node.name,
+            key,
+        )
+        for key in node.near_misses
+    ]

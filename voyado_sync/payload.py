@@ -23,8 +23,21 @@ MAX_VALUE_IN_REASON = 80
 
 
 def shown(value: object) -> str:
-    """A value as it appears in a rejection reason: repr, truncated."""
-    text = repr(value)
+    """A value as it appears in a rejection reason, the way a person writes it: ``99.99``
+    (not ``Decimal('99.99')``), ``2025-01-31T08:00:00``, ``true``; text quoted, truncated
+    inside its quotes."""
+    if isinstance(value, str | uuid.UUID):
+        text = str(value)
+        if len(text) > MAX_VALUE_IN_REASON:
+            text = text[: MAX_VALUE_IN_REASON - 3] + "..."
+        return repr(text)
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    text = repr(value) if isinstance(value, int | float) else str(value)
     if len(text) > MAX_VALUE_IN_REASON:
         text = text[: MAX_VALUE_IN_REASON - 3] + "..."
     return text

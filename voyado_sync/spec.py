@@ -295,6 +295,12 @@ def infer_type(data_type: str) -> InferredType | None:
     return None
 
 
+def decimal_places(data_type: str) -> int:
+    """The scale of ``decimal(p, s)`` / ``numeric(p, s)`` / ``number(p, s)``; 0 otherwise."""
+    match = _DECIMAL.match(" ".join(data_type.strip().lower().split()))
+    return int(match.group(3) or 0) if match else 0
+
+
 # Which declared types a column of a given inferred type can be converted to without guessing.
 _COMPATIBLE: dict[str, set[str]] = {
     "integer": {"integer", "number", "string"},
@@ -487,6 +493,21 @@ def resolve(
                 ConfigProblem(
                     f"type {ptype} does not fit column {col_name!r} of type {col_type}: cast the "
                     "column in the model or change the property type",
+                    model,
+                    f"{key}.type",
+                )
+            )
+            continue
+        places = decimal_places(col_type)
+        if ptype == "integer" and places:
+            # Voyado cannot change a schema once created: refuse before one is, instead of
+            # rejecting every row with a fraction afterwards.
+            problems.append(
+                ConfigProblem(
+                    f"type integer does not fit column {col_name!r} of type {col_type}: it has "
+                    f"{places} decimal place(s), so every row with a fraction would be rejected "
+                    "and the schema cannot be changed once created; use type number, or cast "
+                    f"the column in the model (cast({col_name} as integer))",
                     model,
                     f"{key}.type",
                 )

@@ -645,3 +645,113 @@ class Ledger:
         )
         rows = self.warehouse.query(self._sql(query))
         return int(rows[0][0]) if rows else 0
+
+    # -- run history, read-only (``voyado-sync runs`` and ``debug``) ----------------------------
+
+    def version(self) -> int | None:
+        """The ledger's version (:data:`LEDGER_VERSION` when written by this voyado-sync),
+        or None when it has no version row."""
+        rows = self.warehouse.query(
+            self._sql(exp.select("version").from_(self.table("ledger_version")))
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def recent_runs(self, limit: int = 20) -> list[RunRecord]:
+        """The latest ``limit`` runs, newest first, each with the rows per model and status
+        that it left in ``deliveries``.
+
+        ``runs`` holds totals only; the per-model counts come from ``deliveries``, which keeps
+        one row per model row with the run that last changed it. So a run's counts are the
+        rows whose latest state it wrote: rows a later run settled again count for that run.
+        """
+        columns = _RUN_COLUMNS
+        query = (
+            exp.select(*columns)
+            .from_(self.table("runs"))
+            .order_by(exp.Ordered(this=col("started_at"), desc=True))
+            .limit(max(1, int(limit)))
+        )
+        runs = [
+            dict(zip(columns, row, strict=True)) for row in self.warehouse.query(self._sql(query))
+        ]
+        counts: dict[str, dict[str, dict[str, int]]] = {}
+        if runs:
+            per_model = (
+                exp.select("run_id", "model", "status", exp.Count(this=exp.Star()))
+                .from_(self.table("deliveries"))
+                .where(col("run_id").isin(*(lit(str(r["run_id"])) for r in runs)))
+                .group_by("run_id", "model", "status")
+            )
+            for run_id, model, status, n in self.warehouse.query(self._sql(per_model)):
+                by_model = counts.setdefault(str(run_id), {})
+                by_model.setdefault(str(model), {})[str(status)] = int(n)
+        return [
+            RunRecord(
+                run_id=str(r["run_id"]),
+                started_at=_text(r["started_at"]),
+                finished_at=_text(r["finished_at"]),
+                status=str(r["status"] or ""),
+                pid=int(r["pid"]) if r["pid"] is not None else None,
+                host=_text(r["host"]),
+                version=_text(r["version"]),
+                models=tuple(m for m in str(r["models"] or "").split(",") if m),
+                totals={k: int(r[k] or 0) for k in RUN_TOTALS},
+                message=_text(r["message"]),
+                by_model=counts.get(str(r["run_id"]), {}),
+            )
+            for r in runs
+        ]
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+_RUN_COLUMNS = (
+    "run_id",
+    "started_at",
+    "finished_at",
+    "status",
+    "pid",
+    "host",
+    "version",
+    "models",
+    "selected",
+    "already_sent",
+    "sent",
+    "rejected",
+    "failed",
+    "message",
+)
+#: The totals ``runs`` keeps per run.
+RUN_TOTALS = ("selected", "already_sent", "sent", "rejected", "failed")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``runs`` with, per model, the rows it left in each delivery status."""
+
+    run_id: str
+    started_at: str | None
+    finished_at: str | None
+    status: str
+    pid: int | None
+    host: str | None
+    version: str | None
+    models: tuple[str, ...]
+    totals: dict[str, int]
+    message: str | None
+    #: model -> status -> rows whose latest ledger state this run wrote.
+    by_model: dict[str, dict[str, int]]
+
+    @property
+    def seconds(self) -> float | None:
+        """How long the run took; None while it runs (or when it died without finishing)."""
+        if not self.started_at or not self.finished_at:
+            return None
+        try:
+            start = datetime.fromisoformat(self.started_at.replace("Z", "+00:00"))
+            end = datetime.fromisoformat(self.finished_at.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return (end - start).total_seconds()

@@ -1,7 +1,9 @@
 """``voyado-sync validate``: every meta.voyado block against Voyado's rules and the built models.
 
-Never talks to Voyado. Column checks read the warehouse when it can be opened (a local DuckDB
-file always can) and fall back to the column types declared in dbt YAML otherwise.
+Never talks to Voyado. Column checks read the built relations in the warehouse; when the
+warehouse cannot be opened (dbt or a run holds the DuckDB file, the wrong directory, a bad
+profile) the columns are not checked and validate says so with exit 2, instead of guessing
+from YAML and reporting columns that do exist as missing.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from voyado_sync.exceptions import ConfigError, ConfigProblem, VoyadoSyncError
-from voyado_sync.project import load_manifest_of, open_warehouse, select_nodes
+from voyado_sync.exceptions import ConfigError, ConfigProblem, VoyadoSyncError, error_kind
+from voyado_sync.project import load_manifest_of, open_warehouse
 from voyado_sync.settings import RunOptions
 from voyado_sync.spec import VoyadoSpec, check_project_rules, parse_spec, resolve
 from voyado_sync.warehouse.base import Warehouse
@@ -18,26 +20,40 @@ from voyado_sync.warehouse.base import Warehouse
 
 @dataclass
 class ValidationReport:
-    """Problems (exit 1) and warnings (exit 0) found by validate."""
+    """Problems (exit 1), warnings (exit 0), and whether the columns could be checked at all
+    (exit 2 when not: the check is incomplete, so it cannot say OK)."""
 
     models: list[str] = field(default_factory=list)
     problems: list[ConfigProblem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     columns_from: str = ""
+    #: Why the columns were not checked (the warehouse could not be opened), or None.
+    unchecked: str | None = None
+    unchecked_kind: str | None = None
 
     @property
     def exit_code(self) -> int:
+        if self.unchecked:
+            return 2
         return 1 if self.problems else 0
 
     def as_dict(self) -> dict[str, Any]:
+        error = (
+            {"message": self.unchecked, "kind": self.unchecked_kind or "WarehouseError"}
+            if self.unchecked
+            else None
+        )
         return {
+            "exit_code": self.exit_code,
+            "error": error,
             "models": self.models,
             "problems": [
                 {"model": p.model, "key": p.key, "message": p.message} for p in self.problems
             ],
             "warnings": self.warnings,
             "columns_from": self.columns_from,
-            "ok": not self.problems,
+            "columns_checked": self.unchecked is None,
+            "ok": self.exit_code == 0,
         }
 
     def lines(self) -> list[str]:
@@ -46,15 +62,20 @@ class ValidationReport:
             out.append(f"  columns read from {self.columns_from}")
         out.extend(f"  problem: {p}" for p in self.problems)
         out.extend(f"  warning: {w}" for w in self.warnings)
-        out.append("OK" if not self.problems else f"{len(self.problems)} problem(s) found")
+        if self.unchecked:
+            out.append(f"Could not check columns: {self.unchecked}")
+        elif self.problems:
+            out.append(f"{len(self.problems)} problem(s) found")
+        else:
+            out.append("OK")
         return out
 
 
 def validate_project(options: RunOptions) -> ValidationReport:
     """Check the selected models' meta.voyado; problems are collected, never raised."""
     manifest = load_manifest_of(options)
-    nodes = select_nodes(manifest, options)
-    report = ValidationReport(models=[n.name for n in nodes])
+    nodes, near_misses = manifest.pick(options.select, exclude=options.exclude)
+    report = ValidationReport(models=[n.name for n in nodes], problems=list(near_misses))
     specs: dict[str, VoyadoSpec] = {}
     for node in nodes:
         try:
@@ -78,28 +99,29 @@ def validate_project(options: RunOptions) -> ValidationReport:
         warehouse = open_warehouse(options)
         report.columns_from = warehouse.description
     except VoyadoSyncError as exc:
-        report.warnings.append(
-            f"could not open the warehouse ({exc}); checked columns against the data_type "
-            "declared in dbt YAML instead"
+        report.unchecked = (
+            f"could not open the warehouse, so no column was checked: {exc}. The meta.voyado "
+            "blocks themselves were checked; run validate again when the warehouse is free "
+            "(dbt or a voyado-sync run may hold the DuckDB file), from the directory you run "
+            "dbt from"
         )
-        report.columns_from = "dbt YAML (declared columns)"
+        report.unchecked_kind = error_kind(exc)
+        return report
     try:
         for node in nodes:
             spec = specs.get(node.name)
             if spec is None:
                 continue
-            columns: dict[str, str] | None
-            if warehouse is not None:
-                columns = warehouse.columns(node.relation)
-                if columns is None:
-                    report.problems.append(
-                        ConfigProblem(
-                            f"relation {node.relation} does not exist: run dbt build", node.name
-                        )
+            columns = warehouse.columns(node.relation)
+            if columns is None:
+                report.problems.append(
+                    ConfigProblem(
+                        f"relation {node.relation} does not exist in the "
+                        f"{warehouse.description}: run dbt build",
+                        node.name,
                     )
-                    continue
-            else:
-                columns = {k: v or "varchar" for k, v in node.declared_columns.items()}
+                )
+                continue
             try:
                 resolve(
                     model=node.name,
@@ -120,6 +142,5 @@ def validate_project(options: RunOptions) -> ValidationReport:
                     "instead of being rejected at sync time"
                 )
     finally:
-        if warehouse is not None:
-            warehouse.close()
+        warehouse.close()
     return report

@@ -26,9 +26,9 @@ def test_settled_rows_are_counted_and_reasons_grouped_without_their_values() -> 
         res.add(s)
 
     assert (res.sent, res.rejected, res.waiting, res.failed) == (1, 3, 1, 1)
-    assert res.reasons == {
-        "2 rows share the unique key repair_id=1; none is sent": 2,
-        "contact column email (email)": 1,
+    assert res.reasons.counts() == {
+        "rows share a unique key; none is sent": 2,
+        "contact column email (email): <value> is not an email address": 1,
     }
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from voyado_sync.reasons import Causes, cause
 from voyado_sync.sync.values import Settled
 
 #: progress(model, rows done, rows to do)
@@ -13,8 +14,8 @@ ProgressCallback = Callable[[str, int, int], None]
 
 
 def reason_class(reason: str) -> str:
-    """A short grouping key for the summary: the reason without its values."""
-    return reason.split(":")[0][:80]
+    """The grouping key for the summary: the reason without its values (one cause, one line)."""
+    return cause(reason)
 
 
 @dataclass
@@ -48,7 +49,8 @@ class ModelResult:
     #: The configuration problems that kept this model from syncing ({model, key, message}).
     problems: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
-    reasons: dict[str, int] = field(default_factory=dict)
+    #: Rejected and failed rows of this run, grouped by cause (see voyado_sync.reasons).
+    reasons: Causes = field(default_factory=Causes)
 
     def count_normalised(self, change: str | None) -> None:
         if change:
@@ -65,9 +67,16 @@ class ModelResult:
         elif settled.tally == "waiting":
             self.waiting += settled.rows
         self.reconciled += int(settled.reconciled)
-        if settled.grouped_reason is not None:
-            group = reason_class(settled.grouped_reason)
-            self.reasons[group] = self.reasons.get(group, 0) + settled.rows
+        # Every rejected or failed row is grouped, also those settled without a
+        # grouped_reason (a contact still absent after its retry days, several matches).
+        reason = settled.grouped_reason
+        if reason is None and settled.tally in ("rejected", "failed"):
+            reason = settled.delivery.reason
+        if reason is not None:
+            status = "failed" if settled.tally == "failed" else "rejected"
+            self.reasons.add(
+                reason, settled.delivery.row_key_display, status=status, rows=settled.rows
+            )
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -95,7 +104,7 @@ class ModelResult:
         if self.samples:
             out["samples"] = self.samples
         if self.reasons:
-            out["reasons"] = self.reasons
+            out["reasons"] = [c.as_dict() for c in self.reasons.ordered()]
         return out
 
 
