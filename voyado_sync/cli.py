@@ -328,7 +328,7 @@ def run(
     retry_rejected: bool,
 ) -> None:
     """Send the rows not yet delivered of every selected model."""
-    from voyado_sync.sync import run as run_sync
+    from voyado_sync.api import run_options
 
     progress = None if as_json else _Progress()
     try:
@@ -347,7 +347,7 @@ def run(
                 concurrency=concurrency,
                 retry_rejected=retry_rejected,
             )
-            result = run_sync(options, progress=progress)
+            result = run_options(options, progress=progress)
     finally:
         if progress is not None:
             progress.close()
