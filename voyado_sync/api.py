@@ -293,7 +293,7 @@ def _alert(
     )
     if alert is None:
         return None
-    outcome = notify.post(url, alert)
+    outcome = notify.post(url, alert, timeout=notify.TIMEOUT)
     if not outcome.sent:
         _log.warning("voyado-sync could not send its %s alert: %s", alert.event, outcome.error)
     return outcome
