@@ -26,6 +26,9 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".voyado-sync-installed"
 EXAMPLE = ROOT / "dbt_project_example"
+# Dagster's own environment for tests/test_dagster.py (see examples/dagster/requirements.txt).
+DAGSTER_VENV = VENV / "dagster"
+DAGSTER_REQUIREMENTS = ROOT / "examples" / "dagster" / "requirements.txt"
 
 
 def _fingerprint() -> str:
@@ -65,6 +68,35 @@ def setup() -> None:
         f"{ROOT}[dev]",
     )
     STAMP.write_text(wanted)
+
+
+def setup_dagster() -> None:
+    """.venv/dagster: dagster and dagster-dbt with voyado-sync, beside (not in) .venv."""
+    digest = hashlib.sha256()
+    for path in (ROOT / "pyproject.toml", ROOT / "constraints.txt", DAGSTER_REQUIREMENTS):
+        digest.update(path.read_bytes())
+    stamp = DAGSTER_VENV / ".voyado-sync-installed"
+    python = DAGSTER_VENV / ("Scripts" if os.name == "nt" else "bin") / "python"
+    if stamp.exists() and stamp.read_text() == digest.hexdigest():
+        return
+    if not python.exists():
+        print(f"Creating {DAGSTER_VENV.relative_to(ROOT)}...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(DAGSTER_VENV)
+    print("Installing Dagster for the Dagster example's test...", flush=True)
+    _run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-c",
+        ROOT / "constraints.txt",
+        "-r",
+        DAGSTER_REQUIREMENTS,
+        ROOT,
+    )
+    stamp.write_text(digest.hexdigest())
 
 
 def _free_port() -> int:
@@ -164,6 +196,7 @@ def demo() -> int:
 
 def test(extra: list[str]) -> int:
     setup()
+    setup_dagster()
     env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     steps = [
@@ -186,6 +219,7 @@ def main(argv: list[str]) -> int:
         return 2
     if argv[0] == "setup":
         setup()
+        setup_dagster()
         return 0
     if argv[0] == "demo":
         return demo()
