@@ -28,6 +28,7 @@ STAMP = VENV / ".voyado-sync-installed"
 EXAMPLE = ROOT / "dbt_project_example"
 # Dagster's own environment for tests/test_dagster.py (see examples/dagster/requirements.txt).
 DAGSTER_VENV = VENV / "dagster"
+MONITORING = "package:voyado_sync_monitoring"
 DAGSTER_REQUIREMENTS = ROOT / "examples" / "dagster" / "requirements.txt"
 
 
@@ -129,16 +130,14 @@ def demo() -> int:
         EXAMPLE / "target" / "example.duckdb.wal",
     ):
         leftover.unlink(missing_ok=True)
-    _run(
-        BIN / "dbt",
-        "build",
-        "--project-dir",
-        EXAMPLE,
-        "--profiles-dir",
-        EXAMPLE,
-        env=env,
-        cwd=EXAMPLE,
-    )
+    dbt = [BIN / "dbt", "--project-dir", EXAMPLE, "--profiles-dir", EXAMPLE]
+
+    def dbt_cmd(command: str, *args: str) -> None:
+        _run(dbt[0], command, *dbt[1:], *args, env=env, cwd=EXAMPLE)
+
+    dbt_cmd("deps")  # the monitoring package, by local path: no network needed
+    # The models first; the monitoring models are built after the sync, from its ledger.
+    dbt_cmd("build", "--exclude", MONITORING)
 
     port = _free_port()
     api_key = "demo-" + hashlib.sha256(os.urandom(16)).hexdigest()[:16]
@@ -185,6 +184,15 @@ def demo() -> int:
         print("\n== Second run: nothing new, nothing sent twice ==", flush=True)
         second = subprocess.run(sync, env=env, cwd=EXAMPLE).returncode
         print(f"(exit code {second})\n", flush=True)
+        print("== The run history in dbt: the monitoring package over the ledger ==", flush=True)
+        dbt_cmd("build", "--select", MONITORING)
+        for model in ("voyado_sync_runs_daily", "voyado_sync_rejections"):
+            dbt_cmd("show", "--select", model, "--limit", "10")
+        print(
+            f"\nEach run also wrote {EXAMPLE.name}/target/voyado_sync_results.json "
+            "(what `run --json` prints, plus run id, times and versions).",
+            flush=True,
+        )
     finally:
         emulator.send_signal(signal.SIGINT)
         try:
