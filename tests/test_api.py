@@ -197,6 +197,27 @@ def test_a_failing_or_hanging_webhook_neither_fails_nor_holds_the_run(
         "rejected", False, "the webhook answered HTTP 500"
     )
     assert artifact(project)["notification"]["error"] == "the webhook answered HTTP 500"
+    # The real CLI says so on stderr, and keeps the sync's exit code.
+    cli_run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voyado_sync.cli",
+            "run",
+            "--retry-rejected",
+            "--project-dir",
+            str(project),
+            "--profiles-dir",
+            str(project),
+        ],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli_run.returncode == 1, cli_run.stderr
+    assert "could not send its rejected alert: the webhook answered HTTP 500" in cli_run.stderr
+    assert "s3cr3t" not in cli_run.stderr + cli_run.stdout
 
     monkeypatch.setattr(voyado_sync.api.notify, "TIMEOUT", 1.5)
     hook.mode = "hang"
@@ -207,7 +228,7 @@ def test_a_failing_or_hanging_webhook_neither_fails_nor_holds_the_run(
     assert second.notification is not None and not second.notification.sent
     assert second.notification.error == "the webhook did not answer within 1.5 s"
     assert elapsed < 1.5 + 8  # the run itself takes a few seconds; the hang adds at most 1.5
-    assert events(hook) == ["rejected", "recovered"]
+    assert events(hook) == ["rejected", "rejected", "recovered"]
 
 
 def test_without_an_artifact_a_recovery_is_read_from_the_ledger(
