@@ -267,3 +267,10 @@ def test_import_stays_light_and_the_api_is_loaded_on_first_use() -> None:
         [str(BIN / "voyado-sync"), "--help"], capture_output=True, text=True, timeout=60
     )
     assert help_run.returncode == 0 and "run" in help_run.stdout
+
+
+def test_a_mistyped_project_dir_is_not_created_for_the_artifact(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-project"
+    with pytest.raises(voyado_sync.ManifestError, match="run dbt build first"):
+        voyado_sync.run(project_dir=missing)
+    assert not missing.exists()

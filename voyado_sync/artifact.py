@@ -89,8 +89,11 @@ def last_sync(document: Mapping[str, Any], previous: Mapping[str, Any] | None) -
 
 
 def write(path: Path, document: Mapping[str, Any]) -> None:
-    """Write atomically: a temporary file beside the target, then a rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically: a temporary file beside the target, then a rename over it.
+
+    The target directory is created if missing (a run before any dbt build), its parent never:
+    a mistyped project directory must not appear on disk."""
+    path.parent.mkdir(exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
