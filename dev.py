@@ -2,10 +2,10 @@
 """The two commands of voyado-sync's README, on a machine with nothing but Python 3.11.
 
     python3 dev.py demo   # set up .venv, build the example dbt project, start the emulator, sync
-    python3 dev.py test   # set up .venv, then ruff, mypy and pytest
+    python3 dev.py test   # set up .venv (and .venv/dagster), then ruff, mypy and pytest
 
 Set-up is idempotent: the virtual environment is rebuilt only when pyproject.toml or
-constraints.txt change.
+constraints.txt change (.venv/dagster also when examples/dagster/requirements.txt does).
 """
 
 from __future__ import annotations
