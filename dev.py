@@ -2,10 +2,10 @@
 """The two commands of voyado-sync's README, on a machine with nothing but Python 3.11.
 
     python3 dev.py demo   # set up .venv, build the example dbt project, start the emulator, sync
-    python3 dev.py test   # set up .venv, then ruff, mypy and pytest
+    python3 dev.py test   # set up .venv (and .venv/dagster), then ruff, mypy and pytest
 
 Set-up is idempotent: the virtual environment is rebuilt only when pyproject.toml or
-constraints.txt change.
+constraints.txt change (.venv/dagster also when examples/dagster/requirements.txt does).
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".voyado-sync-installed"
 EXAMPLE = ROOT / "dbt_project_example"
+# Dagster's own environment for tests/test_dagster.py (see examples/dagster/requirements.txt).
+DAGSTER_VENV = VENV / "dagster"
+MONITORING = "package:voyado_sync_monitoring"
+DAGSTER_REQUIREMENTS = ROOT / "examples" / "dagster" / "requirements.txt"
 
 
 def _fingerprint() -> str:
@@ -67,6 +71,35 @@ def setup() -> None:
     STAMP.write_text(wanted)
 
 
+def setup_dagster() -> None:
+    """.venv/dagster: dagster and dagster-dbt with voyado-sync, beside (not in) .venv."""
+    digest = hashlib.sha256()
+    for path in (ROOT / "pyproject.toml", ROOT / "constraints.txt", DAGSTER_REQUIREMENTS):
+        digest.update(path.read_bytes())
+    stamp = DAGSTER_VENV / ".voyado-sync-installed"
+    python = DAGSTER_VENV / ("Scripts" if os.name == "nt" else "bin") / "python"
+    if stamp.exists() and stamp.read_text() == digest.hexdigest():
+        return
+    if not python.exists():
+        print(f"Creating {DAGSTER_VENV.relative_to(ROOT)}...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(DAGSTER_VENV)
+    print("Installing Dagster for the Dagster example's test...", flush=True)
+    _run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-c",
+        ROOT / "constraints.txt",
+        "-r",
+        DAGSTER_REQUIREMENTS,
+        ROOT,
+    )
+    stamp.write_text(digest.hexdigest())
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -97,16 +130,14 @@ def demo() -> int:
         EXAMPLE / "target" / "example.duckdb.wal",
     ):
         leftover.unlink(missing_ok=True)
-    _run(
-        BIN / "dbt",
-        "build",
-        "--project-dir",
-        EXAMPLE,
-        "--profiles-dir",
-        EXAMPLE,
-        env=env,
-        cwd=EXAMPLE,
-    )
+    dbt = [BIN / "dbt", "--project-dir", EXAMPLE, "--profiles-dir", EXAMPLE]
+
+    def dbt_cmd(command: str, *args: str) -> None:
+        _run(dbt[0], command, *dbt[1:], *args, env=env, cwd=EXAMPLE)
+
+    dbt_cmd("deps")  # the monitoring package, by local path: no network needed
+    # The models first; the monitoring models are built after the sync, from its ledger.
+    dbt_cmd("build", "--exclude", MONITORING)
 
     port = _free_port()
     api_key = "demo-" + hashlib.sha256(os.urandom(16)).hexdigest()[:16]
@@ -153,6 +184,15 @@ def demo() -> int:
         print("\n== Second run: nothing new, nothing sent twice ==", flush=True)
         second = subprocess.run(sync, env=env, cwd=EXAMPLE).returncode
         print(f"(exit code {second})\n", flush=True)
+        print("== The run history in dbt: the monitoring package over the ledger ==", flush=True)
+        dbt_cmd("build", "--select", MONITORING)
+        for model in ("voyado_sync_runs_daily", "voyado_sync_rejections"):
+            dbt_cmd("show", "--select", model, "--limit", "10")
+        print(
+            f"\nEach run also wrote {EXAMPLE.name}/target/voyado_sync_results.json "
+            "(what `run --json` prints, plus run id, times and versions).",
+            flush=True,
+        )
     finally:
         emulator.send_signal(signal.SIGINT)
         try:
@@ -164,6 +204,7 @@ def demo() -> int:
 
 def test(extra: list[str]) -> int:
     setup()
+    setup_dagster()
     env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     steps = [
@@ -186,6 +227,7 @@ def main(argv: list[str]) -> int:
         return 2
     if argv[0] == "setup":
         setup()
+        setup_dagster()
         return 0
     if argv[0] == "demo":
         return demo()

@@ -55,9 +55,30 @@ def dbt_build(
         )
 
 
+def dbt_deps(project_dir: Path) -> None:
+    proc = subprocess.run(
+        [str(BIN / "dbt"), "deps", "--profiles-dir", str(project_dir)],
+        cwd=project_dir,
+        env=dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"dbt deps failed in {project_dir}:\n{proc.stdout[-4000:]}")
+
+
 def build_example(base: Path) -> BuiltProject:
     project = base / "example"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*"))
+    shutil.copytree(
+        EXAMPLE,
+        project,
+        ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*", "dbt_packages"),
+    )
+    # packages.yml installs the monitoring package by the relative path ../integrations/...:
+    # the same layout beside the copy, then dbt deps (offline: a local package).
+    (base / "integrations").symlink_to(ROOT / "integrations", target_is_directory=True)
+    dbt_deps(project)
     db = base / "example.duckdb"
     dbt_build(project, db, env_name="VOYADO_EXAMPLE_DUCKDB")
     return BuiltProject(project, db, "VOYADO_EXAMPLE_DUCKDB")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.projects import EXAMPLE, dbt_build
+from tests.projects import EXAMPLE, ROOT, dbt_build, dbt_deps
 from voyado_sync.cli import cli
 from voyado_sync.emulator import EmulatorHandle, load_contacts
 from voyado_sync.exceptions import WarehouseError
@@ -131,8 +131,15 @@ def test_example_project_syncs_from_postgres_exactly_like_duckdb(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     project = tmp_path / "example"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*"))
+    shutil.copytree(
+        EXAMPLE,
+        project,
+        ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*", "dbt_packages"),
+    )
     (project / "profiles.yml").write_text(PROFILE.format(port=postgres))
+    # The example installs the monitoring package from ../integrations (built empty here).
+    (tmp_path / "integrations").symlink_to(ROOT / "integrations", target_is_directory=True)
+    dbt_deps(project)
     dbt_build(project, tmp_path / "unused.duckdb", env_name="VOYADO_EXAMPLE_DUCKDB")
     monkeypatch.setenv("VOYADO_BASE_URL", fresh_emulator.url)
     monkeypatch.setenv("VOYADO_API_KEY", "emulator-key")

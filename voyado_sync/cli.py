@@ -416,7 +416,7 @@ def run(
     retry_rejected: bool,
 ) -> None:
     """Send the rows not yet delivered of every selected model."""
-    from voyado_sync.sync import run as run_sync
+    from voyado_sync.api import run_options
 
     progress = None if as_json else _Progress()
     try:
@@ -435,31 +435,20 @@ def run(
                 concurrency=concurrency,
                 retry_rejected=retry_rejected,
             )
-            # A model whose meta key is a typo of voyado is not synced: say so (and exit 2,
-            # a configuration problem) instead of skipping it in silence. Raises when no
-            # model has meta.voyado at all.
-            typos = _near_misses(options)
-            result = run_sync(options, progress=progress)
+            # A model whose meta key is a typo of voyado is not synced: the result says so
+            # (problems, exit 2) instead of skipping it in silence.
+            result = run_options(options, progress=progress)
     finally:
         if progress is not None:
             progress.close()
-    exit_code = max(result.exit_code, EXIT_CANNOT_RUN if typos else EXIT_OK)
     if as_json:
-        document = result.as_dict()
-        document["exit_code"] = exit_code
-        document["problems"] = [_problem_dict(p) for p in typos]
-        _echo_json(document)
+        _echo_json(result.as_dict())
     else:
         _print_summary(result)
-        for problem in typos:
-            log(f"problem: {problem}", level="error")
-    raise SystemExit(exit_code)
-
-
-def _near_misses(options: RunOptions) -> list[Any]:
-    from voyado_sync.project import load_manifest_of
-
-    return load_manifest_of(options).pick(options.select, exclude=options.exclude)[1]
+        for problem in result.problems:
+            where = ", ".join(f"{k} {problem[k]}" for k in ("model", "key") if problem[k])
+            log(f"problem: {where}: {problem['message']}", level="error")
+    raise SystemExit(result.exit_code)
 
 
 def _print_summary(result: Any) -> None:

@@ -29,6 +29,8 @@ class Project:
     specs: dict[str, VoyadoSpec]
     #: Selected models that cannot be synced, with every problem found in each.
     broken: dict[str, list[ConfigProblem]] = field(default_factory=dict)
+    #: Models whose meta key looks like a typo of ``voyado`` (not synced, reported).
+    typos: list[ConfigProblem] = field(default_factory=list)
 
     def raise_problems(self) -> None:
         """For commands that need every selected model: all problems as one ConfigError."""
@@ -66,7 +68,7 @@ def load_project(options: RunOptions) -> Project:
     others are kept per model in ``Project.broken``.
     """
     manifest = load_manifest_of(options)
-    nodes = select_nodes(manifest, options)
+    nodes, typos = manifest.pick(options.select, exclude=options.exclude)
     broken: dict[str, list[ConfigProblem]] = {}
     specs: dict[str, VoyadoSpec] = {}
     for node in nodes:
@@ -98,6 +100,7 @@ def load_project(options: RunOptions) -> Project:
         nodes=[n for n in nodes if n.name in specs and n.name not in broken],
         specs=specs,
         broken=broken,
+        typos=typos,
     )
 
 

@@ -31,6 +31,9 @@ ENV_OPEN_WITH_DBT = "VOYADO_SYNC_OPEN_WITH_DBT"
 ENV_DEBUG = "VOYADO_SYNC_DEBUG"
 ENV_PROFILES_DIR = "DBT_PROFILES_DIR"
 ENV_LISTING_LAG = "VOYADO_SYNC_LISTING_LAG"
+#: A Slack-compatible incoming webhook for alerts. Its URL carries a token, so like the API key
+#: it comes only from the environment and is never printed.
+ENV_NOTIFY_URL = "VOYADO_SYNC_NOTIFY_URL"
 
 DEFAULT_STATE_SCHEMA = "voyado_sync"
 DEFAULT_RATE = 40.0
@@ -212,3 +215,15 @@ def check_rate(rate: float, concurrency: int | None) -> None:
         problems.append(f"--concurrency {concurrency} must be between 1 and 256")
     if problems:
         raise ConfigError(problems)
+
+
+def notify_url() -> str | None:
+    """VOYADO_SYNC_NOTIFY_URL, or None when unset: where alerts go (see voyado_sync.notify)."""
+    return os.environ.get(ENV_NOTIFY_URL, "").strip() or None
+
+
+def secrets() -> list[str]:
+    """Values that must never reach a message, a log or an artifact: the API key and the
+    alert webhook's URL (set ones only; very short values are not worth masking)."""
+    values = (os.environ.get(ENV_API_KEY, "").strip(), notify_url() or "")
+    return [v for v in values if len(v) >= 4]

@@ -702,6 +702,26 @@ class Ledger:
             for r in runs
         ]
 
+    def last_finished_run(self, *, excluding: str | None = None) -> dict[str, Any] | None:
+        """The latest finished run in ``runs`` other than ``excluding``: its ``run_id``,
+        ``status``, ``finished_at``, ``rejected`` and ``failed``; None without a ledger or a
+        finished run. Read-only: it creates nothing."""
+        if not self.exists():
+            return None
+        keys = ("run_id", "status", "finished_at", "rejected", "failed")
+        where: exp.Expr = exp.Not(this=exp.Is(this=col("finished_at"), expression=exp.null()))
+        if excluding:
+            where = exp.and_(where, col("run_id").neq(lit(excluding)))
+        query = (
+            exp.select(*(col(k) for k in keys))
+            .from_(self.table("runs"))
+            .where(where)
+            .order_by(exp.Ordered(this=col("finished_at"), desc=True))
+            .limit(1)
+        )
+        rows = self.warehouse.query(self._sql(query))
+        return dict(zip(keys, rows[0], strict=True)) if rows else None
+
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
@@ -755,3 +775,5 @@ class RunRecord:
         except ValueError:
             return None
         return (end - start).total_seconds()
+
+    # -- the previous run, for alerts (read-only) ----------------------------------------------

@@ -124,6 +124,9 @@ class SyncResult:
     requests: dict[str, Any] = field(default_factory=dict)
     #: Things a person should know that did not stop the run.
     warnings: list[str] = field(default_factory=list)
+    #: Configuration problems outside the synced models ({model, key, message}): a meta key
+    #: that looks like a typo of voyado. Exit code 2.
+    problems: list[dict[str, Any]] = field(default_factory=list)
     #: Selected models with a configuration problem: reported, not synced (exit code 2).
     broken: list[ModelResult] = field(default_factory=list)
 
@@ -134,7 +137,7 @@ class SyncResult:
 
     @property
     def exit_code(self) -> int:
-        if self.fatal or any(m.error for m in self.models):
+        if self.fatal or self.problems or any(m.error for m in self.models):
             return 2
         # Rows waiting for their contact are neither rejected nor failed: they are retried by
         # design on later runs, so they alone do not fail a scheduled job.
@@ -164,4 +167,5 @@ class SyncResult:
             "models": [m.as_dict() for m in self.models],
             "requests": self.requests,
             "warnings": self.warnings,
+            "problems": self.problems,
         }

@@ -74,6 +74,7 @@ async def _run(
         synced=[ModelResult(m.model, m.schema_id) for m in models],
         warehouse=warehouse.description,
         broken=[_broken(project, name, found) for name, found in resolved.broken.items()],
+        problems=[{"model": p.model, "key": p.key, "message": p.message} for p in project.typos],
     )
     if connection is None:
         await _dry_run(options, ledger, db, stop, models, result)
