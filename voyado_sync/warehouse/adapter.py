@@ -23,6 +23,7 @@ from sqlglot import exp
 from voyado_sync import settings
 from voyado_sync.exceptions import ConfigError, WarehouseError
 from voyado_sync.spec import Relation
+from voyado_sync.warehouse.dialects import dialect_of, relation_table
 
 # dbt adapter type -> sqlglot dialect
 DIALECTS = {
@@ -518,33 +519,23 @@ class DbtWarehouse:
             raise self._translate(exc, "write") from exc
 
     def columns(self, relation: Relation) -> dict[str, str] | None:
-        info = exp.Table(
-            this=exp.to_identifier("columns"), db=exp.to_identifier("information_schema")
-        )
-        conditions = [
-            exp.func("lower", exp.column("table_schema")).eq(
-                exp.Literal.string(relation.schema.lower())
-            ),
-            exp.func("lower", exp.column("table_name")).eq(
-                exp.Literal.string(relation.identifier.lower())
-            ),
-        ]
-        if relation.database and self.adapter_type not in ("bigquery",):
-            conditions.append(
-                exp.func("lower", exp.column("table_catalog")).eq(
-                    exp.Literal.string(relation.database.lower())
-                )
+        return self.columns_of(
+            relation_table(
+                relation.rendered,
+                (relation.database, relation.schema, relation.identifier),
+                self.dialect,
             )
-        select = (
-            exp.select("column_name", "data_type")
-            .from_(info)
-            .where(exp.and_(*conditions))
-            .order_by("ordinal_position")
         )
-        rows = self.query(select.sql(dialect=self.dialect))
-        if not rows:
-            return None
-        return {str(name): str(dtype) for name, dtype in rows}
+
+    def columns_of(self, relation: exp.Table) -> dict[str, str] | None:
+        quirks = dialect_of(self.dialect)
+        try:
+            rows = self.query(quirks.columns_sql(relation))
+        except WarehouseError:
+            if quirks.missing_is_error():
+                return None
+            raise
+        return quirks.columns_from(rows)
 
     def close(self) -> None:
         if self._adapter is None:
