@@ -67,6 +67,39 @@ def setup() -> None:
     STAMP.write_text(wanted)
 
 
+SNOWFLAKE_VENV = ROOT / ".venv-snowflake"
+SNOWFLAKE_STAMP = SNOWFLAKE_VENV / ".voyado-sync-installed"
+
+
+def setup_snowflake() -> None:
+    """A second virtual environment for the Snowflake test: fakesnow (a local Snowflake) and
+    dbt-snowflake with voyado-sync. Their pins clash with the project's (constraints.txt):
+    fakesnow holds an older sqlglot and duckdb, snowflake-connector-python an older certifi."""
+    pins = ROOT / "constraints-snowflake.txt"
+    wanted = hashlib.sha256(pins.read_bytes() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if SNOWFLAKE_STAMP.exists() and SNOWFLAKE_STAMP.read_text() == wanted:
+        return
+    python = SNOWFLAKE_VENV / ("Scripts" if os.name == "nt" else "bin") / "python"
+    if not python.exists():
+        print(f"Creating {SNOWFLAKE_VENV.relative_to(ROOT)}...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(SNOWFLAKE_VENV)
+    _run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-c",
+        pins,
+        "fakesnow[server]",
+        "dbt-snowflake",
+        "-e",
+        ROOT,
+    )
+    SNOWFLAKE_STAMP.write_text(wanted)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -182,6 +215,7 @@ def _ensure_postgres() -> None:
 
 def test(extra: list[str]) -> int:
     setup()
+    setup_snowflake()
     _ensure_postgres()
     env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
