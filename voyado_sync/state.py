@@ -739,7 +739,7 @@ class Ledger:
                     self.warehouse.execute(self._drop(name))
 
     def _drop(self, name: str) -> str:
-        return self._sql(exp.Drop(this=self.table(name), kind="TABLE", exists=True))
+        return self._sql(exp.Drop(tables=[self.table(name)], kind="TABLE", exists=True))
 
     # -- runs ----------------------------------------------------------------------------------
 
