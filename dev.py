@@ -2,7 +2,7 @@
 """The two commands of voyado-sync's README, on a machine with nothing but Python 3.11.
 
     python3 dev.py demo   # set up .venv, build the example dbt project, start the emulator, sync
-    python3 dev.py test   # set up .venv (and .venv/dagster), then ruff, mypy and pytest
+    python3 dev.py test   # set up .venv (+ Dagster, Snowflake, PostgreSQL), then ruff, mypy, pytest
 
 Set-up is idempotent: the virtual environment is rebuilt only when pyproject.toml or
 constraints.txt change (.venv/dagster also when examples/dagster/requirements.txt does).
@@ -69,6 +69,39 @@ def setup() -> None:
         f"{ROOT}[dev]",
     )
     STAMP.write_text(wanted)
+
+
+SNOWFLAKE_VENV = ROOT / ".venv-snowflake"
+SNOWFLAKE_STAMP = SNOWFLAKE_VENV / ".voyado-sync-installed"
+
+
+def setup_snowflake() -> None:
+    """A second virtual environment for the Snowflake test: fakesnow (a local Snowflake) and
+    dbt-snowflake with voyado-sync. Their pins clash with the project's (constraints.txt):
+    fakesnow holds an older sqlglot and duckdb, snowflake-connector-python an older certifi."""
+    pins = ROOT / "constraints-snowflake.txt"
+    wanted = hashlib.sha256(pins.read_bytes() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if SNOWFLAKE_STAMP.exists() and SNOWFLAKE_STAMP.read_text() == wanted:
+        return
+    python = SNOWFLAKE_VENV / ("Scripts" if os.name == "nt" else "bin") / "python"
+    if not python.exists():
+        print(f"Creating {SNOWFLAKE_VENV.relative_to(ROOT)}...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(SNOWFLAKE_VENV)
+    _run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-c",
+        pins,
+        "fakesnow[server]",
+        "dbt-snowflake",
+        "-e",
+        ROOT,
+    )
+    SNOWFLAKE_STAMP.write_text(wanted)
 
 
 def setup_dagster() -> None:
@@ -202,9 +235,29 @@ def demo() -> int:
     return 0 if second == 0 else 1
 
 
+def _ensure_postgres() -> None:
+    """Install PostgreSQL's server from Debian's packages where it is missing (as root):
+    tests/test_postgres.py runs the example project on it, and fails under CI without it."""
+    import glob
+
+    if glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print("PostgreSQL is not installed: tests/test_postgres.py will skip", flush=True)
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        _run("apt-get", "update", "-qq", env=env)
+        _run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql", env=env)
+    except subprocess.CalledProcessError as exc:
+        print(f"could not install PostgreSQL ({exc}); its tests will say so", flush=True)
+
+
 def test(extra: list[str]) -> int:
     setup()
     setup_dagster()
+    setup_snowflake()
+    _ensure_postgres()
     env = dict(os.environ, DBT_SEND_ANONYMOUS_USAGE_STATS="false")
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     steps = [

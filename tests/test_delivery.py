@@ -201,8 +201,9 @@ def _hold_lock(db: str, pid: int) -> None:
     con = duckdb.connect(db)
     try:
         con.execute(
-            "insert into voyado_sync.run_lock values "
-            "('ledger', 'other-run', ?, ?, '2026-01-01T00:00:00Z', ?)",
+            "insert into voyado_sync.run_claims (run_id, pid, host, claimed_at, heartbeat_at, "
+            "state, supersedes, entry_n) values "
+            "('other-run', ?, ?, '2026-01-01T00:00:00Z', ?, 'claim', '', 0)",
             [pid, socket.gethostname(), datetime.now(UTC).isoformat().replace("+00:00", "Z")],
         )
     finally:
@@ -224,7 +225,7 @@ def test_one_run_at_a_time_and_a_dead_holder_is_taken_over(
     dead = subprocess.Popen(["true"])
     dead.wait()
     con = duckdb.connect(db)
-    con.execute("update voyado_sync.run_lock set pid = ?", [dead.pid])
+    con.execute("update voyado_sync.run_claims set pid = ?", [dead.pid])
     con.close()
     assert run_engine(bulk).exit_code == 0
     assert_exactly_once(fresh_emulator)

@@ -13,7 +13,7 @@ import sqlglot
 from voyado_sync import diff
 from voyado_sync.spec import InteractionModel, Relation, parse_spec, resolve
 from voyado_sync.sqlexpr import ident
-from voyado_sync.state import _DDL
+from voyado_sync.state import create_table_sql
 
 LEDGER_SCHEMA = "voyado_sync"
 
@@ -22,7 +22,7 @@ LEDGER_SCHEMA = "voyado_sync"
 def _database() -> Iterator[duckdb.DuckDBPyConnection]:
     connection = duckdb.connect()
     connection.execute(f"CREATE SCHEMA {LEDGER_SCHEMA}")
-    connection.execute(_DDL["deliveries"].replace("IF NOT EXISTS t", f"{LEDGER_SCHEMA}.deliveries"))
+    connection.execute(create_table_sql("deliveries", LEDGER_SCHEMA, "duckdb"))
     yield connection
     connection.close()
 

@@ -20,13 +20,15 @@ spelled ``\\N``, joined by ``|``: (1, NULL) and (NULL, 1) differ, and so do ("a|
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from sqlglot import exp
 
 from voyado_sync.spec import InteractionModel
-from voyado_sync.sqlexpr import col, lit, table
-from voyado_sync.state import RETRYABLE, Status
+from voyado_sync.sqlexpr import col, ident, lit, table  # noqa: F401 - table: used by bench
+from voyado_sync.state import RETRYABLE, Status, latest_entries
+from voyado_sync.warehouse.dialects import relation_table
 
 ROW_KEY = "__vs_row_key"
 CONTENT_HASH = "__vs_content_hash"
@@ -80,20 +82,66 @@ def content_columns(model: InteractionModel) -> list[str]:
     return cols
 
 
-def staged_name(model: InteractionModel, step: str) -> str:
-    return f"_stage_{model.model}_{step}"
+STAGING_PREFIX = "vs_stage_"
+#: PostgreSQL's limit; the other warehouses allow longer names.
+_MAX_NAME = 63
+
+
+def staged_name(model: InteractionModel | str, step: str, run_id: str | None = None) -> str:
+    """The staging table of one step of one run: ``vs_stage_<run>_<model>_<step>``.
+
+    No leading underscore (Hadoop hides such paths, so Spark could not read the table back),
+    lower case (Spark's catalog folds case), and the run's own id, so that a run that took
+    over from a silent one never reads or drops the other's tables.
+    """
+    run = "".join(ch for ch in (run_id or "").lower() if ch.isalnum())[-8:]
+    base = (model if isinstance(model, str) else model.model).lower()
+    name = f"{STAGING_PREFIX}{run + '_' if run else ''}{base}_{step}"
+    if len(name) > _MAX_NAME:
+        digest = hashlib.md5(base.encode()).hexdigest()[:8]
+        keep = _MAX_NAME - len(name) + len(base) - len(digest) - 1
+        name = f"{STAGING_PREFIX}{run + '_' if run else ''}{base[:keep]}_{digest}_{step}"
+    return name
+
+
+_LEDGER_COLUMNS = ("model", "schema_id", "row_key", "status", "content_hash", "first_seen_at")
 
 
 def empty_ledger() -> exp.Subquery:
-    """Stands in for a ledger that does not exist yet (dry runs write nothing, not even DDL)."""
-    columns = ("model", "schema_id", "row_key", "status", "content_hash", "first_seen_at")
+    """Stands in for a ledger that does not exist yet (dry runs write nothing, not even DDL).
+
+    ``LIMIT 0`` rather than ``WHERE FALSE``: BigQuery refuses a WHERE without a FROM.
+    """
     return (
         exp.select(
-            *(exp.alias_(exp.cast(exp.null(), exp.DataType.build("varchar")), c) for c in columns)
+            *(
+                exp.alias_(exp.cast(exp.null(), exp.DataType.build("text")), c, quoted=True)
+                for c in _LEDGER_COLUMNS
+            )
         )
-        .where(exp.false())
-        .subquery("l")
+        .limit(0)
+        .subquery(ident("l"))
     )
+
+
+def _latest(
+    ledger: exp.Table | exp.Subquery, model: InteractionModel, keys: exp.Expr | None = None
+) -> exp.Expr:
+    """The ledger's current entry of each key of this model (alias l).
+
+    The ledger is a journal (state.py): a key's latest entry is its state. Only this model's
+    entries, and with ``keys`` only those keys, are ranked.
+    """
+    if isinstance(ledger, exp.Subquery):
+        return ledger.copy()  # the empty stand-in
+    where: exp.Expr = exp.and_(
+        col("model").eq(lit(model.model)), col("schema_id").eq(lit(model.schema_id))
+    )
+    if keys is not None:
+        where = exp.and_(where, col("row_key").isin(query=keys))
+    return latest_entries(
+        ledger, _LEDGER_COLUMNS, ("model", "schema_id", "row_key"), where=where
+    ).subquery(ident("l"))
 
 
 def _ledger_entry(model: InteractionModel) -> exp.Expr:
@@ -105,13 +153,17 @@ def _ledger_entry(model: InteractionModel) -> exp.Expr:
 
 def _aliased(ledger: exp.Table | exp.Subquery) -> exp.Expr:
     # A copy: the same ledger expression may appear in two statements' trees.
-    return ledger.as_("l") if isinstance(ledger, exp.Table) else ledger.copy()
+    return ledger.as_(ident("l")) if isinstance(ledger, exp.Table) else ledger.copy()
 
 
 def unsent_keys_select(
     *, model: InteractionModel, source: exp.Table, ledger: exp.Table | exp.Subquery
 ) -> exp.Select:
-    """Step 1: the key of every model row not yet ``sent``; one row per model row."""
+    """Step 1: the key of every model row not yet ``sent``; one row per model row.
+
+    ``sent`` is final (no transition leaves it), so a key is sent when any journal entry says
+    so: this narrow anti-join needs no ranking of the journal.
+    """
     keyed = exp.select(exp.alias_(hash_of(model.unique_key), ROW_KEY, quoted=True)).from_(source)
     sent = (
         exp.select(exp.Literal.number(1))
@@ -126,7 +178,7 @@ def unsent_keys_select(
     )
     return (
         exp.select(col(ROW_KEY, "m"))
-        .from_(keyed.subquery("m"))
+        .from_(keyed.subquery(ident("m")))
         .where(exp.Not(this=exp.Exists(this=sent)))
     )
 
@@ -150,14 +202,14 @@ def candidates_select(
         exp.alias_(hash_of(model.unique_key), ROW_KEY, quoted=True),
         *(exp.alias_(col(name), f"c{i}", quoted=True) for i, name in enumerate(used)),
     ).from_(source)
-    on = exp.and_(_ledger_entry(model), col("row_key", "l").eq(col(ROW_KEY, "m")))
+    on = col("row_key", "l").eq(col(ROW_KEY, "m"))
     content = [f"c{used.index(name)}" for name in content_columns(model)]
     unsent: exp.Expr = exp.or_(
         col("row_key", "l").is_(exp.null()), col("status", "l").neq(lit(SENT))
     )
-    if keys is not None:
-        wanted = exp.select(col(ROW_KEY)).from_(keys)
-        unsent = exp.and_(col(ROW_KEY, "m").isin(query=wanted), unsent)
+    wanted = exp.select(col(ROW_KEY)).from_(keys) if keys is not None else None
+    if wanted is not None:
+        unsent = exp.and_(col(ROW_KEY, "m").isin(query=wanted.copy()), unsent)
     return (
         exp.select(
             col(ROW_KEY, "m"),
@@ -167,8 +219,8 @@ def candidates_select(
             exp.alias_(col("content_hash", "l"), PREV_HASH, quoted=True),
             exp.alias_(col("first_seen_at", "l"), PREV_FIRST_SEEN, quoted=True),
         )
-        .from_(inner.subquery("m"))
-        .join(_aliased(ledger), on=on, join_type="left")
+        .from_(inner.subquery(ident("m")))
+        .join(_latest(ledger, model, wanted), on=on, join_type="left")
         .where(unsent)
     )
 
@@ -237,34 +289,40 @@ def pending_select(
     )
     filtered = (
         exp.select(exp.Star())
-        .from_(grouped.subquery("g"))
+        .from_(grouped.subquery(ident("g")))
         .where(exp.and_(col("__vs_rn").eq(exp.Literal.number(1)), retry_condition))
     )
     # Number after filtering, so that pages are dense.
     return exp.select(exp.Star(), exp.alias_(numbered, SEQ, quoted=True)).from_(
-        filtered.subquery("f")
+        filtered.subquery(ident("f"))
     )
 
 
 STAGING_STEPS = ("keys", "candidates", "pending")
 
 
-def source_table(model: InteractionModel) -> exp.Table:
-    return table(model.relation.identifier, model.relation.schema, model.relation.database)
+def source_table(model: InteractionModel, dialect: str = "duckdb") -> exp.Table:
+    """The model's relation as the warehouse knows it (the manifest's ``relation_name``)."""
+    rel = model.relation
+    return relation_table(rel.rendered, (rel.database, rel.schema, rel.identifier), dialect)
 
 
 def preview_selects(
-    *, model: InteractionModel, ledger: exp.Table | exp.Subquery, retry_rejected: bool
+    *,
+    model: InteractionModel,
+    ledger: exp.Table | exp.Subquery,
+    retry_rejected: bool,
+    dialect: str = "duckdb",
 ) -> tuple[exp.Subquery, exp.Subquery]:
     """The same steps as subqueries for a dry run, which creates nothing:
     (candidates, pending)."""
-    source = source_table(model)
-    keys = unsent_keys_select(model=model, source=source, ledger=ledger).subquery("k")
+    source = source_table(model, dialect)
+    keys = unsent_keys_select(model=model, source=source, ledger=ledger).subquery(ident("k"))
     candidates = candidates_select(model=model, source=source, ledger=ledger, keys=keys)
     pending = pending_select(
-        model=model, candidates=candidates.subquery("c"), retry_rejected=retry_rejected
+        model=model, candidates=candidates.subquery(ident("c")), retry_rejected=retry_rejected
     )
-    return candidates.subquery("c"), pending.subquery("p")
+    return candidates.subquery(ident("c")), pending.subquery(ident("p"))
 
 
 def page_sql(

@@ -243,6 +243,7 @@ def _model(node: dict[str, Any], unique_tested: frozenset[str]) -> ModelNode:
             database=node.get("database") or None,
             schema=str(node.get("schema")),
             identifier=str(node.get("alias") or node.get("name")),
+            rendered=node.get("relation_name") or None,
         ),
         materialized=str(config.get("materialized", "")),
         tags=tags,

@@ -344,6 +344,9 @@ class Relation:
     database: str | None
     schema: str
     identifier: str
+    #: The manifest's ``relation_name``: dbt's rendering under the adapter's quoting policy,
+    #: which is how the warehouse knows the relation (None for a relation built by hand).
+    rendered: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return ".".join(p for p in (self.database, self.schema, self.identifier) if p)

@@ -23,10 +23,12 @@ Timestamps are ISO 8601 UTC strings, so the tables are the same on every warehou
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,16 +36,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import sqlglot
 from sqlglot import exp
 
 from voyado_sync.exceptions import LockError, StateError, WarehouseError
 from voyado_sync.sqlexpr import col, ident, lit, literal, table
+from voyado_sync.warehouse.dialects import dialect_of
 
 if TYPE_CHECKING:
+    from voyado_sync.spec import InteractionModel
     from voyado_sync.warehouse.base import Warehouse
 
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2
 DEFAULT_SCHEMA = "voyado_sync"
 
 
@@ -76,33 +79,81 @@ class RunStatus(StrEnum):
 RETRYABLE = (Status.FAILED, Status.CONTACT_NOT_FOUND, Status.NOT_SENT)
 #: Statuses ``voyado-sync rejected`` lists.
 PROBLEMS = (Status.REJECTED, Status.FAILED, Status.CONTACT_NOT_FOUND, Status.IN_FLIGHT)
+#: A claim whose holder has been silent this long is taken over (when its process cannot be
+#: checked). The holder renews it every LOCK_RENEW_SECONDS from a timer, whatever the run is
+#: waiting for (a long Retry-After, a slow statement), so silence means gone or frozen.
 STALE_LOCK_SECONDS = 15 * 60
+LOCK_RENEW_SECONDS = 30.0
+#: The journal's order: every entry a run writes gets the next number (state.py's Ledger).
+ENTRY_SEQ = "entry_seq"
 
-_DDL = {
-    "deliveries": """
-        CREATE TABLE IF NOT EXISTS t (
-            model VARCHAR, schema_id VARCHAR, row_key VARCHAR, row_key_display VARCHAR,
-            content_hash VARCHAR, status VARCHAR, interaction_id VARCHAR, contact_id VARCHAR,
-            created_date VARCHAR, request_body VARCHAR, http_status INTEGER, error_code VARCHAR,
-            reason VARCHAR, run_id VARCHAR, first_seen_at VARCHAR, updated_at VARCHAR
-        )""",
-    "runs": """
-        CREATE TABLE IF NOT EXISTS t (
-            run_id VARCHAR, started_at VARCHAR, finished_at VARCHAR, status VARCHAR,
-            pid INTEGER, host VARCHAR, version VARCHAR, models VARCHAR, selected INTEGER,
-            already_sent INTEGER, sent INTEGER, rejected INTEGER, failed INTEGER, message VARCHAR
-        )""",
-    "run_lock": """
-        CREATE TABLE IF NOT EXISTS t (
-            name VARCHAR PRIMARY KEY, run_id VARCHAR, pid INTEGER, host VARCHAR,
-            acquired_at VARCHAR, heartbeat_at VARCHAR
-        )""",
-    "contacts": """
-        CREATE TABLE IF NOT EXISTS t (
-            key_type VARCHAR, key_value VARCHAR, contact_id VARCHAR, resolved_at VARCHAR
-        )""",
-    "ledger_version": "CREATE TABLE IF NOT EXISTS t (version INTEGER)",
+_TEXT, _INT, _BIGINT = "text", "int", "bigint"
+# Every ledger table: (column, type). Created and referenced with quoted names, so a name
+# means the same on every warehouse whatever it folds unquoted names to. No keys: Snowflake,
+# BigQuery, Redshift and Databricks do not enforce them, and Spark cannot even declare them.
+_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "deliveries": (
+        *(
+            (c, _INT if c == "http_status" else _TEXT)
+            for c in (
+                "model",
+                "schema_id",
+                "row_key",
+                "row_key_display",
+                "content_hash",
+                "status",
+                "interaction_id",
+                "contact_id",
+                "created_date",
+                "request_body",
+                "http_status",
+                "error_code",
+                "reason",
+                "run_id",
+                "first_seen_at",
+                "updated_at",
+            )
+        ),
+        (ENTRY_SEQ, _BIGINT),
+    ),
+    "runs": (
+        ("run_id", _TEXT),
+        ("started_at", _TEXT),
+        ("finished_at", _TEXT),
+        ("status", _TEXT),
+        ("pid", _INT),
+        ("host", _TEXT),
+        ("version", _TEXT),
+        ("models", _TEXT),
+        ("selected", _INT),
+        ("already_sent", _INT),
+        ("sent", _INT),
+        ("rejected", _INT),
+        ("failed", _INT),
+        ("message", _TEXT),
+        (ENTRY_SEQ, _BIGINT),
+    ),
+    "run_claims": (
+        ("run_id", _TEXT),
+        ("pid", _INT),
+        ("host", _TEXT),
+        ("claimed_at", _TEXT),
+        ("heartbeat_at", _TEXT),
+        ("state", _TEXT),
+        ("supersedes", _TEXT),
+        ("entry_n", _INT),
+    ),
+    "contacts": (
+        ("key_type", _TEXT),
+        ("key_value", _TEXT),
+        ("contact_id", _TEXT),
+        ("resolved_at", _TEXT),
+        (ENTRY_SEQ, _BIGINT),
+    ),
+    "ledger_version": (("version", _INT),),
 }
+#: Columns ledger version 1 lacked, added on first use by version 2.
+_ADDED_IN_2 = {"deliveries": ENTRY_SEQ, "runs": ENTRY_SEQ, "contacts": ENTRY_SEQ}
 
 DELIVERY_COLUMNS = (
     "model",
@@ -280,162 +331,434 @@ class Delivery:
         return dataclasses.replace(self, status=status, updated_at=now, **changes)
 
 
+def create_table_sql(name: str, schema: str, dialect: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of ledger table ``name``, every name quoted."""
+    create = exp.Create(
+        this=exp.Schema(
+            this=table(name, schema),
+            expressions=[
+                exp.ColumnDef(this=ident(c), kind=exp.DataType.build(t)) for c, t in _TABLES[name]
+            ],
+        ),
+        kind="TABLE",
+        exists=True,
+    )
+    return create.sql(dialect=dialect)
+
+
+def latest_entries(
+    journal: exp.Table,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    *,
+    where: exp.Expr | None = None,
+) -> exp.Select:
+    """The latest entry of each key of a journal table: its current state.
+
+    Entries are ordered by ``entry_seq``; an entry without one (written by ledger version 1,
+    which kept one row per key) is older than any numbered entry.
+    """
+    order = exp.Coalesce(this=col(ENTRY_SEQ), expressions=[exp.Literal.number(-1)])
+    rank = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[col(k) for k in keys],
+        order=exp.Order(expressions=[exp.Ordered(this=order, desc=True)]),
+    )
+    inner = exp.select(*(col(c) for c in columns), exp.alias_(rank, "__vs_rank", quoted=True))
+    inner = inner.from_(journal.copy())
+    if where is not None:
+        inner = inner.where(where)
+    return (
+        exp.select(*(col(c) for c in columns))
+        .from_(inner.subquery(ident("e")))
+        .where(col("__vs_rank").eq(exp.Literal.number(1)))
+    )
+
+
+def _last_per_key(deliveries: Sequence[Delivery]) -> list[Delivery]:
+    # One entry per key and statement: the journal orders entries by statement, not within one.
+    last: dict[tuple[str, str, str], Delivery] = {}
+    for d in deliveries:
+        last[(d.model, d.schema_id, d.row_key)] = d
+    return list(last.values())
+
+
 def _keys_by_target(deliveries: Sequence[Delivery]) -> dict[tuple[str, str], list[str]]:
-    """The distinct row keys of each (model, schema_id), for the DELETE of an upsert."""
+    """The distinct row keys of each (model, schema_id)."""
     groups: dict[tuple[str, str], dict[str, None]] = {}
     for d in deliveries:
         groups.setdefault((d.model, d.schema_id), {})[d.row_key] = None
     return {target: list(keys) for target, keys in groups.items()}
 
 
+_ACTIVE = ("claim", "renew")
+_SUPERSEDED_N = 2_000_000_000  # sorts after every entry the superseded run itself writes
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The latest entry of one run's claim on the ledger (table ``run_claims``)."""
+
+    run_id: str
+    pid: int
+    host: str
+    claimed_at: str
+    heartbeat_at: str
+    state: str
+    supersedes: tuple[str, ...]
+    entry_n: int
+
+    @property
+    def active(self) -> bool:
+        return self.state in _ACTIVE
+
+    def gone(self) -> bool:
+        """Whether its holder is provably gone: a dead process on this host, or (elsewhere,
+        where the process cannot be checked) silent far longer than the renewal timer allows.
+
+        A live process on this host is never gone, however long it has been silent.
+        """
+        if self.host == socket.gethostname():
+            try:
+                os.kill(int(self.pid), 0)
+            except ProcessLookupError:
+                return True
+            except (PermissionError, OverflowError, ValueError):
+                return False
+            return False
+        try:
+            beat = datetime.fromisoformat(self.heartbeat_at.replace("Z", "+00:00"))
+        except ValueError:
+            return True
+        return (datetime.now(UTC) - beat).total_seconds() > STALE_LOCK_SECONDS
+
+    def describe(self) -> str:
+        return (
+            f"{self.run_id}, PID {self.pid} on {self.host}, started {self.claimed_at}, "
+            f"last heard of {self.heartbeat_at}"
+        )
+
+
+_CLAIM_COLUMNS = tuple(c for c, _ in _TABLES["run_claims"])
+
+
 class Ledger:
-    """Reads and writes the ledger tables of one warehouse, in schema ``schema``."""
+    """Reads and writes the ledger tables of one warehouse, in schema ``schema``.
+
+    Every table is an append-only journal: a write is one INSERT of new entries, and a key's
+    latest entry (by ``entry_seq``) is its state. One INSERT is applied whole or not at all on
+    every warehouse, so a failed statement or a crash between two statements loses no state
+    and causes no resend, with or without multi-statement transactions. Where DELETE exists,
+    the entries a write superseded are removed after it (in the same transaction where there
+    are transactions); were that to fail, the latest entry still wins.
+    """
 
     def __init__(self, warehouse: Warehouse, *, schema: str = DEFAULT_SCHEMA) -> None:
         self.warehouse = warehouse
         self.schema = schema
         self.dialect = warehouse.dialect
+        self.quirks = dialect_of(warehouse.dialect)
         self._array_statements: tuple[str, str] | None = None
+        self._seq: int | None = None
+        #: The run holding the lock through this ledger (None: not locked, e.g. a dry run).
+        self.run_id: str | None = None
+        self._claim: dict[str, Any] | None = None
+        self._renewed_at = 0.0
+        self._runs: dict[str, dict[str, Any]] = {}
 
     def table(self, name: str) -> exp.Table:
-        return table(name, self.schema, self.warehouse.database)
+        # No catalog: the connection's own database is the target's on every adapter, and the
+        # profile's database name need not be rendered (its case and quoting vary).
+        return table(name, self.schema)
+
+    def staging_table(self, model: InteractionModel | str, step: str) -> exp.Table:
+        """The staging table of one diff step of this run (see ``diff.staged_name``)."""
+        from voyado_sync.diff import staged_name
+
+        if self.run_id is None:
+            raise StateError("staging needs the ledger's lock (no run holds it here)")
+        return self.table(staged_name(model, step, self.run_id))
 
     def _sql(self, expression: exp.Expr) -> str:
         return expression.sql(dialect=self.dialect)
 
     # -- set-up --------------------------------------------------------------------------------
 
+    def tables(self) -> set[str] | None:
+        """The (lower-case) names of the tables in the ledger schema; None if it is missing."""
+        try:
+            rows = self.warehouse.query(self.quirks.tables_sql(self.schema))
+        except WarehouseError:
+            if self.quirks.missing_is_error():
+                return None
+            raise
+        return self.quirks.tables_from(rows)
+
     def exists(self) -> bool:
-        info = exp.Table(
-            this=exp.to_identifier("tables"), db=exp.to_identifier("information_schema")
-        )
-        query = (
-            exp.select(exp.Count(this=exp.Star()))
-            .from_(info)
-            .where(
-                exp.and_(
-                    exp.func("lower", exp.column("table_schema")).eq(lit(self.schema.lower())),
-                    exp.column("table_name").eq(lit("deliveries")),
-                )
-            )
-        )
-        return bool(self.warehouse.query(self._sql(query))[0][0])
+        return "deliveries" in (self.tables() or set())
 
     def ensure(self) -> None:
         """Create the ledger schema and tables on first use; refuse a newer ledger."""
-        # Postgres and Redshift name one database per connection: no catalog before a schema.
-        catalog = self.warehouse.database if self.dialect not in ("postgres", "redshift") else None
-        schema = exp.Create(
-            this=exp.Table(this=ident(self.schema), db=ident(catalog) if catalog else None),
-            kind="SCHEMA",
-            exists=True,
-        )
+        schema = exp.Create(this=exp.Table(this=ident(self.schema)), kind="SCHEMA", exists=True)
         statements = [self._sql(schema)]
-        for name, ddl in _DDL.items():
-            create = sqlglot.parse_one(ddl, read="duckdb")
-            create.find(exp.Table).replace(self.table(name))  # type: ignore[union-attr]
-            statements.append(self._sql(create))
-        self.warehouse.execute_many(statements)
-        version_rows = self.warehouse.query(
-            self._sql(exp.select("version").from_(self.table("ledger_version")))
-        )
-        if not version_rows:
-            self.warehouse.execute(
-                self._sql(
-                    exp.insert(
-                        exp.values([(exp.Literal.number(LEDGER_VERSION),)]),
-                        self.table("ledger_version"),
-                    )
-                )
-            )
-        elif int(version_rows[0][0]) > LEDGER_VERSION:
+        statements += [create_table_sql(name, self.schema, self.dialect) for name in _TABLES]
+        for statement in statements:
+            self.warehouse.execute(statement)
+        version = self._version()
+        if version is None:
+            self._insert("ledger_version", [(exp.Literal.number(LEDGER_VERSION),)], ["version"])
+        elif version > LEDGER_VERSION:
             raise StateError(
                 f"the ledger in schema {self.schema} was written by a newer voyado-sync "
-                f"(ledger version {version_rows[0][0]}); upgrade voyado-sync"
+                f"(ledger version {version}); upgrade voyado-sync"
             )
+        elif version < LEDGER_VERSION:
+            self._migrate(version)
+
+    def _version(self) -> int | None:
+        rows = self.warehouse.query(
+            self._sql(exp.select(exp.Max(this=col("version"))).from_(self.table("ledger_version")))
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def _migrate(self, version: int) -> None:
+        if version < 2:
+            # Version 1 kept one row per key (its entries sort first) and locked with a
+            # primary key (run_lock, no longer read).
+            for name, column in _ADDED_IN_2.items():
+                present = self.warehouse.columns_of(self.table(name)) or {}
+                if column not in {c.lower() for c in present}:
+                    alter = exp.Alter(
+                        this=self.table(name),
+                        kind="TABLE",
+                        actions=[
+                            exp.ColumnDef(this=ident(column), kind=exp.DataType.build(_BIGINT))
+                        ],
+                    )
+                    self.warehouse.execute(self._sql(alter))
+        self._insert("ledger_version", [(exp.Literal.number(LEDGER_VERSION),)], ["version"])
+
+    def _insert(
+        self, name: str, rows: Sequence[tuple[exp.Expr, ...]], columns: Sequence[str]
+    ) -> str:
+        statement = self._sql(
+            exp.insert(
+                exp.values(list(rows)), self.table(name), columns=[ident(c) for c in columns]
+            )
+        )
+        self.warehouse.execute(statement)
+        return statement
+
+    def _insert_sql(
+        self, name: str, rows: Sequence[tuple[exp.Expr, ...]], columns: Sequence[str]
+    ) -> str:
+        return self._sql(
+            exp.insert(
+                exp.values(list(rows)), self.table(name), columns=[ident(c) for c in columns]
+            )
+        )
+
+    # -- the journal's order -------------------------------------------------------------------
+
+    def _next_seq(self, n: int) -> int:
+        """The first of ``n`` new entry numbers. Runs are serialised by the lock, and each reads
+        the highest number written so far, so entries are ordered without trusting clocks."""
+        if self._seq is None:
+            self._seq = 0
+            for name in ("deliveries", "contacts", "runs"):
+                rows = self.warehouse.query(
+                    self._sql(exp.select(exp.Max(this=col(ENTRY_SEQ))).from_(self.table(name)))
+                )
+                if rows and rows[0][0] is not None:
+                    self._seq = max(self._seq, int(rows[0][0]))
+        first = self._seq + 1
+        self._seq += n
+        return first
 
     # -- the run lock --------------------------------------------------------------------------
+    #
+    # No warehouse but DuckDB and PostgreSQL enforces a key, so the lock is a protocol over an
+    # append-only table: refuse if another live claim exists; write a claim; read the claims
+    # back; proceed only if yours is the only live one (so the oldest), otherwise withdraw and
+    # refuse. Two runs cannot both proceed: each read its claims after writing its own, so the
+    # later of the two reads sees the other's claim. (Two that start at the same instant may
+    # both refuse; neither sends.) A claim is renewed on a timer and checked before every page;
+    # one is taken over only when its holder is provably gone (Claim.gone), and the taker marks
+    # it superseded, which the old holder finds at its next check or renewal.
+
+    def _claims(self) -> dict[str, Claim]:
+        rows = self.warehouse.query(
+            self._sql(exp.select(*(col(c) for c in _CLAIM_COLUMNS)).from_(self.table("run_claims")))
+        )
+        latest: dict[str, Claim] = {}
+        for r in rows:
+            values = dict(zip(_CLAIM_COLUMNS, r, strict=True))
+            claim = Claim(
+                run_id=str(values["run_id"]),
+                pid=int(values["pid"] or 0),
+                host=str(values["host"] or ""),
+                claimed_at=str(values["claimed_at"] or ""),
+                heartbeat_at=str(values["heartbeat_at"] or ""),
+                state=str(values["state"] or ""),
+                supersedes=tuple(s for s in str(values["supersedes"] or "").split(",") if s),
+                entry_n=int(values["entry_n"] or 0),
+            )
+            held = latest.get(claim.run_id)
+            if held is None or claim.entry_n >= held.entry_n:
+                latest[claim.run_id] = claim
+        return latest
+
+    def _live_others(self, run_id: str) -> list[Claim]:
+        live = [
+            c for c in self._claims().values() if c.run_id != run_id and c.active and not c.gone()
+        ]
+        return sorted(live, key=lambda c: (c.claimed_at, c.run_id))
+
+    def _claim_entry(self, state: str, *, run_id: str | None = None, n: int | None = None) -> None:
+        claim = self._claim
+        assert claim is not None
+        if n is None:
+            claim["entry_n"] += 1
+        values = {
+            **claim,
+            "run_id": run_id or claim["run_id"],
+            "heartbeat_at": utc_now(),
+            "state": state,
+            "entry_n": n if n is not None else claim["entry_n"],
+        }
+        self._insert(
+            "run_claims", [tuple(literal(values[c]) for c in _CLAIM_COLUMNS)], _CLAIM_COLUMNS
+        )
+
+    def _refusal(self, holder: Claim) -> LockError:
+        return LockError(
+            f"another voyado-sync run ({holder.describe()}) holds the ledger in schema "
+            f"{self.schema}: only one run at a time may write it. Wait for it to finish; a "
+            "claim is taken over only when its process is gone (on this host) or has been "
+            f"silent for {STALE_LOCK_SECONDS // 60} minutes (elsewhere)."
+        )
 
     def acquire_lock(self, run_id: str) -> None:
-        """One run at a time per ledger. A lock left by a dead process is taken over."""
-        host = socket.gethostname()
-        row = (
-            lit("ledger"),
-            lit(run_id),
-            exp.Literal.number(os.getpid()),
-            lit(host),
-            lit(utc_now()),
-            lit(utc_now()),
-        )
-        insert = self._sql(exp.insert(exp.values([row]), self.table("run_lock")))
-        try:
-            self.warehouse.execute(insert)
-            return
-        except WarehouseError:
-            pass
-        holder = self.lock_holder()
-        if holder is None or self._is_stale(holder):
-            where = col("name").eq(lit("ledger"))
-            self.warehouse.execute_many(
-                [self._sql(exp.delete(self.table("run_lock"), where=where)), insert]
-            )
-            return
-        raise LockError(
-            f"another voyado-sync run ({holder['run_id']}, PID {holder['pid']} on "
-            f"{holder['host']}, started {holder['acquired_at']}) holds the ledger in schema "
-            f"{self.schema}: only one run at a time may write it. Wait for it to finish; if "
-            "that process is gone for good, the lock is released automatically after "
-            f"{STALE_LOCK_SECONDS // 60} minutes without a heartbeat."
-        )
+        """One run at a time per ledger; refuse (LockError) while another live run holds it."""
+        others = self._live_others(run_id)
+        if others:
+            raise self._refusal(others[0])
+        gone = sorted(c.run_id for c in self._claims().values() if c.active and c.run_id != run_id)
+        now = utc_now()
+        self._claim = {
+            "run_id": run_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "claimed_at": now,
+            "heartbeat_at": now,
+            "state": "claim",
+            "supersedes": ",".join(gone),
+            "entry_n": 0,
+        }
+        self._claim_entry("claim", n=0)
+        others = self._live_others(run_id)
+        if others:
+            self._claim_entry("withdrawn")
+            self._claim = None
+            raise self._refusal(others[0])
+        for old in gone:  # the old holder finds this at its next check and stops
+            self._claim_entry("superseded", run_id=old, n=_SUPERSEDED_N)
+        self.run_id = run_id
+        self._seq = None  # read the journal's highest number now that no one else writes
+        self._renewed_at = time.monotonic()
+        self._drop_stale_staging()
 
-    def lock_holder(self) -> dict[str, Any] | None:
-        rows = self.warehouse.query(
-            self._sql(
-                exp.select("run_id", "pid", "host", "acquired_at", "heartbeat_at").from_(
-                    self.table("run_lock")
-                )
+    def check_lock(self) -> None:
+        """Raise LockError unless this run still holds the lock (before every page)."""
+        if self.run_id is None:
+            return
+        claims = self._claims()
+        mine = claims.get(self.run_id)
+        if mine is None or not mine.active:
+            raise LockError(
+                f"this run ({self.run_id}) no longer holds the ledger in schema {self.schema}: "
+                "another run took it over after this one was silent for "
+                f"{STALE_LOCK_SECONDS // 60} minutes. Stopping before sending anything more; "
+                "the rows in flight are reconciled by the next run."
             )
-        )
-        if not rows:
-            return None
-        keys = ("run_id", "pid", "host", "acquired_at", "heartbeat_at")
-        return dict(zip(keys, rows[0], strict=True))
 
-    @staticmethod
-    def _is_stale(holder: dict[str, Any]) -> bool:
-        if holder["host"] == socket.gethostname():
-            try:
-                os.kill(int(holder["pid"]), 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
-        try:
-            beat = datetime.fromisoformat(str(holder["heartbeat_at"]).replace("Z", "+00:00"))
-        except ValueError:
-            return True
-        return (datetime.now(UTC) - beat).total_seconds() > STALE_LOCK_SECONDS
+    def renew_lock(self, run_id: str) -> None:
+        """Renew this run's claim (the timer calls this); LockError if it was taken over."""
+        if self.run_id != run_id or self._claim is None:
+            return
+        self.check_lock()
+        self._claim_entry("renew")
+        self._renewed_at = time.monotonic()
 
     def heartbeat(self, run_id: str) -> None:
-        self.warehouse.execute(
-            self._sql(
-                exp.update(
-                    self.table("run_lock"),
-                    {"heartbeat_at": lit(utc_now())},
-                    where=col("run_id").eq(lit(run_id)),
-                )
-            )
-        )
+        """Renew the claim unless the timer did so recently (called after pages)."""
+        if time.monotonic() - self._renewed_at >= LOCK_RENEW_SECONDS:
+            self.renew_lock(run_id)
+
+    def lock_holder(self) -> dict[str, Any] | None:
+        """The oldest live claim on the ledger, or None."""
+        live = self._live_others("")
+        if not live:
+            return None
+        c = live[0]
+        return {
+            "run_id": c.run_id,
+            "pid": c.pid,
+            "host": c.host,
+            "acquired_at": c.claimed_at,
+            "heartbeat_at": c.heartbeat_at,
+        }
 
     def release_lock(self, run_id: str) -> None:
-        self.warehouse.execute(
-            self._sql(exp.delete(self.table("run_lock"), where=col("run_id").eq(lit(run_id))))
-        )
+        if self.run_id != run_id or self._claim is None:
+            return
+        self._drop_staging_of(run_id)
+        self._claim_entry("released")
+        superseded = [s for s in str(self._claim["supersedes"]).split(",") if s]
+        self.run_id, self._claim = None, None
+        if self.quirks.deletes:
+            # Tidy: nobody needs a released claim or the ones it superseded. Best effort.
+            gone = [run_id, *superseded]
+            with contextlib.suppress(WarehouseError):
+                self.warehouse.execute(
+                    self._sql(
+                        exp.delete(
+                            self.table("run_claims"),
+                            where=col("run_id").isin(*(lit(r) for r in gone)),
+                        )
+                    )
+                )
+
+    # -- staging tables ------------------------------------------------------------------------
+
+    def _drop_stale_staging(self) -> None:
+        """Drop the staging tables runs that are gone left behind (a SIGKILL, a takeover)."""
+        from voyado_sync.diff import STAGING_PREFIX
+
+        mine = self.staging_table("x", "y").name.split("_")[2]
+        for name in sorted(self.tables() or ()):
+            if name.startswith(STAGING_PREFIX) and name.split("_")[2] != mine:
+                with contextlib.suppress(WarehouseError):
+                    self.warehouse.execute(self._drop(name))
+
+    def _drop_staging_of(self, run_id: str) -> None:
+        from voyado_sync.diff import STAGING_PREFIX
+
+        mine = self.staging_table("x", "y").name.split("_")[2]
+        with contextlib.suppress(WarehouseError):
+            for name in sorted(self.tables() or ()):
+                if name.startswith(f"{STAGING_PREFIX}{mine}_"):
+                    self.warehouse.execute(self._drop(name))
+
+    def _drop(self, name: str) -> str:
+        return self._sql(exp.Drop(tables=[self.table(name)], kind="TABLE", exists=True))
 
     # -- runs ----------------------------------------------------------------------------------
 
+    _RUN_COLUMNS = tuple(c for c, _ in _TABLES["runs"])
+
     def start_run(self, run_id: str, *, models: Sequence[str], version: str) -> None:
-        values = {
+        values: dict[str, Any] = {
             "run_id": run_id,
             "started_at": utc_now(),
             "status": RunStatus.RUNNING,
@@ -444,69 +767,91 @@ class Ledger:
             "version": version,
             "models": ",".join(models),
         }
-        self.warehouse.execute(
-            self._sql(
-                exp.insert(
-                    exp.values([tuple(literal(v) for v in values.values())]),
-                    self.table("runs"),
-                    columns=list(values),
-                )
-            )
-        )
+        self._runs[run_id] = values
+        self._write_run(values)
 
     def finish_run(
         self, run_id: str, *, status: RunStatus, counts: Mapping[str, int], message: str = ""
     ) -> None:
-        changes: dict[str, Any] = {
-            "finished_at": lit(utc_now()),
-            "status": lit(status),
-            "message": lit(message[:2000]),
-        }
+        values = dict(self._runs.get(run_id) or {"run_id": run_id})
+        values.update(finished_at=utc_now(), status=status, message=message[:2000])
         for key in ("selected", "already_sent", "sent", "rejected", "failed"):
-            changes[key] = exp.Literal.number(int(counts.get(key, 0)))
-        self.warehouse.execute(
-            self._sql(exp.update(self.table("runs"), changes, where=col("run_id").eq(lit(run_id))))
+            values[key] = int(counts.get(key, 0))
+        self._write_run(values)
+
+    def _write_run(self, values: Mapping[str, Any]) -> None:
+        seq = self._next_seq(1)
+        row = {**values, ENTRY_SEQ: seq}
+        statements = [
+            self._insert_sql(
+                "runs",
+                [tuple(literal(row.get(c)) for c in self._RUN_COLUMNS)],
+                self._RUN_COLUMNS,
+            )
+        ]
+        if self.quirks.deletes:
+            statements.append(
+                self._superseded_delete("runs", col("run_id").eq(lit(values["run_id"])), seq)
+            )
+        self.warehouse.execute_many(statements)
+
+    def run_history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The runs table, newest first: each run's latest entry (start, or its finish)."""
+        latest = latest_entries(self.table("runs"), self._RUN_COLUMNS, ("run_id",))
+        query = (
+            exp.select(exp.Star())
+            .from_(latest.subquery(ident("r")))
+            .order_by(exp.Ordered(this=col("started_at"), desc=True))
         )
+        if limit:
+            query = query.limit(limit)
+        rows = self.warehouse.query(self._sql(query))
+        return [dict(zip(self._RUN_COLUMNS, r, strict=True)) for r in rows]
+
+    def _superseded_delete(self, name: str, where: exp.Expr, first_seq: int) -> str:
+        older = exp.or_(
+            exp.LT(this=col(ENTRY_SEQ), expression=exp.Literal.number(first_seq)),
+            col(ENTRY_SEQ).is_(exp.null()),
+        )
+        return self._sql(exp.delete(self.table(name), where=exp.and_(where, older)))
 
     # -- deliveries ----------------------------------------------------------------------------
 
     def write(self, deliveries: Sequence[Delivery]) -> None:
-        """Upsert ledger rows in one transaction (delete the keys, insert the new state)."""
+        """Append the new state of these rows to the journal: one INSERT (then, where DELETE
+        exists, remove the entries it superseded)."""
         if not deliveries:
             return
+        entries = _last_per_key(deliveries)
+        first = self._next_seq(len(entries))
         if self.warehouse.array_params:
-            self._write_arrays(deliveries)
+            self._write_arrays(entries, first)
             return
-        statements: list[str] = []
-        for (model, schema_id), keys in _keys_by_target(deliveries).items():
-            where = exp.and_(
-                col("model").eq(lit(model)),
-                col("schema_id").eq(lit(schema_id)),
-                col("row_key").isin(*(lit(k) for k in keys)),
-            )
-            statements.append(self._sql(exp.delete(self.table("deliveries"), where=where)))
-        rows = [tuple(literal(getattr(d, c)) for c in DELIVERY_COLUMNS) for d in deliveries]
-        statements.append(
-            self._sql(
-                exp.insert(
-                    exp.values(rows),
-                    self.table("deliveries"),
-                    columns=[ident(c) for c in DELIVERY_COLUMNS],
+        rows = [
+            (*(literal(getattr(d, c)) for c in DELIVERY_COLUMNS), exp.Literal.number(first + i))
+            for i, d in enumerate(entries)
+        ]
+        statements = [self._insert_sql("deliveries", rows, (*DELIVERY_COLUMNS, ENTRY_SEQ))]
+        if self.quirks.deletes:
+            for (model, schema_id), keys in _keys_by_target(entries).items():
+                where = exp.and_(
+                    col("model").eq(lit(model)),
+                    col("schema_id").eq(lit(schema_id)),
+                    col("row_key").isin(*(lit(k) for k in keys)),
                 )
-            )
-        )
+                statements.append(self._superseded_delete("deliveries", where, first))
         self.warehouse.execute_many(statements)
 
-    def _write_arrays(self, deliveries: Sequence[Delivery]) -> None:
+    def _write_arrays(self, entries: Sequence[Delivery], first: int) -> None:
         # Every page is written twice (journal, then outcome): as literals, building and
         # parsing the SQL cost about 1 ms per row. Here the SQL is built once and each column
         # is bound as one array parameter: about 0.15 ms per row.
-        delete, insert = self._array_sql()
-        statements: list[tuple[str, Sequence[Any]]] = []
-        for (model, schema_id), keys in _keys_by_target(deliveries).items():
-            statements.append((delete, [model, schema_id, keys]))
-        columns = [[getattr(d, c) for d in deliveries] for c in DELIVERY_COLUMNS]
-        statements.append((insert, columns))
+        insert, delete = self._array_sql()
+        columns: list[list[Any]] = [[getattr(d, c) for d in entries] for c in DELIVERY_COLUMNS]
+        columns.append([first + i for i in range(len(entries))])
+        statements: list[tuple[str, Sequence[Any]]] = [(insert, columns)]
+        for (model, schema_id), keys in _keys_by_target(entries).items():
+            statements.append((delete, [model, schema_id, keys, first]))
         self.warehouse.execute_params(statements)
 
     def _array_sql(self) -> tuple[str, str]:
@@ -514,49 +859,63 @@ class Ledger:
             deliveries = self.table("deliveries")
 
             def unnest(column: str) -> exp.Expr:
-                kind = "INT" if column == "http_status" else "VARCHAR"
+                kind = {"http_status": "INT", ENTRY_SEQ: "BIGINT"}.get(column, "VARCHAR")
                 array = exp.DataType.build(f"ARRAY<{kind}>")
                 return exp.Unnest(expressions=[exp.Cast(this=exp.Placeholder(), to=array)])
 
+            every = (*DELIVERY_COLUMNS, ENTRY_SEQ)
+            insert = exp.insert(
+                exp.select(*(unnest(c).as_(ident(c)) for c in every)),
+                deliveries,
+                columns=[ident(c) for c in every],
+            )
             where = exp.and_(
                 col("model").eq(exp.Placeholder()),
                 col("schema_id").eq(exp.Placeholder()),
                 col("row_key").isin(query=exp.select(unnest("row_key"))),
-            )
-            insert = exp.insert(
-                exp.select(*(unnest(c).as_(ident(c)) for c in DELIVERY_COLUMNS)),
-                deliveries,
-                columns=[ident(c) for c in DELIVERY_COLUMNS],
+                exp.or_(
+                    exp.LT(this=col(ENTRY_SEQ), expression=exp.Placeholder()),
+                    col(ENTRY_SEQ).is_(exp.null()),
+                ),
             )
             self._array_statements = (
-                self._sql(exp.delete(deliveries, where=where)),
                 self._sql(insert),
+                self._sql(exp.delete(deliveries, where=where)),
             )
         return self._array_statements
 
-    def _select(self, where: exp.Expr, order: Iterable[str] = ()) -> list[Delivery]:
-        query = exp.select(*DELIVERY_COLUMNS).from_(self.table("deliveries")).where(where)
+    def _latest_deliveries(self, where: exp.Expr | None = None) -> exp.Subquery:
+        return latest_entries(
+            self.table("deliveries"),
+            DELIVERY_COLUMNS,
+            ("model", "schema_id", "row_key"),
+            where=where,
+        ).subquery(ident("d"))
+
+    def _select(
+        self, within: exp.Expr | None, where: exp.Expr, order: Iterable[str] = ()
+    ) -> list[Delivery]:
+        query = exp.select(*(col(c) for c in DELIVERY_COLUMNS))
+        query = query.from_(self._latest_deliveries(within)).where(where)
         for name in order:
-            query = query.order_by(name)
+            query = query.order_by(col(name))
         rows = self.warehouse.query(self._sql(query))
         return [Delivery(**dict(zip(DELIVERY_COLUMNS, r, strict=True))) for r in rows]
 
     def in_flight(self, model: str, schema_id: str) -> list[Delivery]:
         """Rows a previous run journaled but never saw answered: their outcome is unknown."""
         return self._select(
-            exp.and_(
-                col("model").eq(lit(model)),
-                col("schema_id").eq(lit(schema_id)),
-                col("status").eq(lit(Status.IN_FLIGHT)),
-            )
+            exp.and_(col("model").eq(lit(model)), col("schema_id").eq(lit(schema_id))),
+            col("status").eq(lit(Status.IN_FLIGHT)),
         )
 
     def sent_ids(self, schema_id: str, contact_ids: Sequence[str]) -> set[str]:
         """Voyado ids already claimed by sent rows of these contacts (never matched twice)."""
         if not contact_ids:
             return set()
+        # ``sent`` is final, so any sent entry counts; no ranking needed.
         query = (
-            exp.select("interaction_id")
+            exp.select(col("interaction_id"))
             .from_(self.table("deliveries"))
             .where(
                 exp.and_(
@@ -570,10 +929,12 @@ class Ledger:
 
     def problems(self, models: Sequence[str] = ()) -> list[Delivery]:
         """Rejected, failed and waiting rows, for ``voyado-sync rejected``."""
-        where: exp.Expr = col("status").isin(*(lit(s) for s in PROBLEMS))
-        if models:
-            where = exp.and_(where, col("model").isin(*(lit(m) for m in models)))
-        return self._select(where, order=("model", "row_key_display"))
+        within = col("model").isin(*(lit(m) for m in models)) if models else None
+        return self._select(
+            within,
+            col("status").isin(*(lit(s) for s in PROBLEMS)),
+            order=("model", "row_key_display"),
+        )
 
     def sent_count(self, schema_id: str) -> int:
         """How many rows voyado-sync holds as stored in Voyado under ``schema_id``."""
@@ -581,48 +942,56 @@ class Ledger:
             return 0
         query = (
             exp.select(exp.Count(this=exp.Star()))
-            .from_(self.table("deliveries"))
-            .where(
-                exp.and_(col("schema_id").eq(lit(schema_id)), col("status").eq(lit(Status.SENT)))
-            )
+            .from_(self._latest_deliveries(col("schema_id").eq(lit(schema_id))))
+            .where(col("status").eq(lit(Status.SENT)))
         )
         rows = self.warehouse.query(self._sql(query))
         return int(rows[0][0]) if rows else 0
 
     # -- the contact cache ---------------------------------------------------------------------
 
+    _CONTACT_COLUMNS = ("key_type", "key_value", "contact_id", "resolved_at")
+
     def cached_contacts(self, key: str, values: Sequence[str]) -> dict[str, str]:
         """Resolved contactIds of these identifiers (of contact key ``key``), where cached."""
         if not values:
             return {}
+        latest = latest_entries(
+            self.table("contacts"),
+            self._CONTACT_COLUMNS,
+            ("key_type", "key_value"),
+            where=self._contacts_where(key, values),
+        )
         query = (
-            exp.select("key_value", "contact_id")
-            .from_(self.table("contacts"))
-            .where(self._contacts_where(key, values))
+            exp.select(col("key_value"), col("contact_id"))
+            .from_(latest.subquery(ident("c")))
+            .where(col("contact_id").is_(exp.null()).not_())
         )
         return {str(v): str(c) for v, c in self.warehouse.query(self._sql(query))}
 
     def cache_contacts(self, key: str, resolved: Mapping[str, str]) -> None:
         """Remember identifier -> contactId, replacing what was cached for them."""
-        if not resolved:
-            return
-        contacts = self.table("contacts")
-        now = utc_now()
-        rows = [(lit(key), lit(v), lit(c), lit(now)) for v, c in resolved.items()]
-        self.warehouse.execute_many(
-            [
-                self._sql(exp.delete(contacts, where=self._contacts_where(key, list(resolved)))),
-                self._sql(exp.insert(exp.values(rows), contacts)),
-            ]
-        )
+        self._write_contacts(key, dict(resolved))
 
     def forget_contacts(self, key: str, values: Sequence[str]) -> None:
         """Drop cached ids Voyado no longer knows (the contact was merged or deleted)."""
-        if not values:
+        self._write_contacts(key, dict.fromkeys(values))
+
+    def _write_contacts(self, key: str, entries: Mapping[str, str | None]) -> None:
+        if not entries:
             return
-        self.warehouse.execute(
-            self._sql(exp.delete(self.table("contacts"), where=self._contacts_where(key, values)))
-        )
+        now = utc_now()
+        first = self._next_seq(len(entries))
+        rows = [
+            (lit(key), lit(v), literal(c), lit(now), exp.Literal.number(first + i))
+            for i, (v, c) in enumerate(entries.items())
+        ]
+        statements = [self._insert_sql("contacts", rows, (*self._CONTACT_COLUMNS, ENTRY_SEQ))]
+        if self.quirks.deletes:
+            statements.append(
+                self._superseded_delete("contacts", self._contacts_where(key, list(entries)), first)
+            )
+        self.warehouse.execute_many(statements)
 
     @staticmethod
     def _contacts_where(key: str, values: Sequence[str]) -> exp.Expr:

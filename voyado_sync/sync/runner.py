@@ -15,13 +15,14 @@ Every warehouse call runs on the warehouse thread; every request goes through on
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from voyado_sync import __version__
 from voyado_sync.exceptions import ConfigProblem, FatalApiError, VoyadoSyncError, error_kind
 from voyado_sync.project import Project, load_project, open_warehouse, resolve_models
 from voyado_sync.settings import RunOptions, VoyadoConnection, check_rate, connection_from_env
 from voyado_sync.spec import InteractionModel
-from voyado_sync.state import Ledger, RunStatus, new_run_id, utc_now
+from voyado_sync.state import LOCK_RENEW_SECONDS, Ledger, RunStatus, new_run_id, utc_now
 from voyado_sync.sync import stage
 from voyado_sync.sync.contacts import ContactResolver, OfflineResolver
 from voyado_sync.sync.deliver import DrySender, VoyadoSender
@@ -35,6 +36,7 @@ from voyado_sync.voyado import VoyadoClient
 from voyado_sync.warehouse.base import Warehouse
 
 DRY_RUN_PAGE = 5000
+_log = logging.getLogger("voyado_sync")
 
 
 def run(options: RunOptions, *, progress: ProgressCallback | None = None) -> SyncResult:
@@ -82,6 +84,7 @@ async def _run(
 
     await db(ledger.ensure)
     await db(ledger.acquire_lock, result.run_id)
+    renewal = asyncio.create_task(_renew_lock(db, ledger, result.run_id))
     try:
         await db(
             ledger.start_run, result.run_id, models=[m.model for m in models], version=__version__
@@ -128,8 +131,19 @@ async def _run(
             message=result.fatal or "",
         )
     finally:
+        renewal.cancel()
         await db(ledger.release_lock, result.run_id)
     return result
+
+
+async def _renew_lock(db: WarehouseThread, ledger: Ledger, run_id: str) -> None:
+    """Renew the run's claim on a timer, whatever the run waits for (a long Retry-After)."""
+    while True:
+        await asyncio.sleep(LOCK_RENEW_SECONDS)
+        try:
+            await db(ledger.renew_lock, run_id)
+        except VoyadoSyncError as exc:  # lost: the check before the next page stops the run
+            _log.warning("could not renew the run's lock: %s", exc)
 
 
 async def _real_run(

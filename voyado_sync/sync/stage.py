@@ -16,6 +16,7 @@ from voyado_sync import diff as sql
 from voyado_sync.spec import InteractionModel
 from voyado_sync.state import Ledger, RowRef
 from voyado_sync.sync.values import PendingRow
+from voyado_sync.warehouse.base import Warehouse
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ class Staged:
 def stage(ledger: Ledger, model: InteractionModel, *, retry_rejected: bool) -> Staged:
     """Run the diff into staging tables (dropped by :func:`unstage`)."""
     wh = ledger.warehouse
-    source, deliveries = sql.source_table(model), ledger.table("deliveries")
-    keys, cand, pending = (ledger.table(sql.staged_name(model, s)) for s in sql.STAGING_STEPS)
+    source, deliveries = sql.source_table(model, wh.dialect), ledger.table("deliveries")
+    keys, cand, pending = (ledger.staging_table(model, s) for s in sql.STAGING_STEPS)
     unsent_keys = sql.unsent_keys_select(model=model, source=source, ledger=deliveries)
     with wh.keys_join():
         wh.execute_many(sql.create_sql(keys, unsent_keys, wh.dialect))
@@ -72,7 +73,7 @@ def stage(ledger: Ledger, model: InteractionModel, *, retry_rejected: bool) -> S
 def unstage(ledger: Ledger, model: InteractionModel) -> None:
     ledger.warehouse.execute_many(
         [
-            sql.drop_sql(ledger.table(sql.staged_name(model, step)), ledger.dialect)
+            sql.drop_sql(ledger.staging_table(model, step), ledger.dialect)
             for step in sql.STAGING_STEPS
         ]
     )
@@ -85,12 +86,13 @@ def preview(
     wh = ledger.warehouse
     deliveries = ledger.table("deliveries") if ledger_exists else sql.empty_ledger()
     candidates, pending = sql.preview_selects(
-        model=model, ledger=deliveries, retry_rejected=retry_rejected
+        model=model, ledger=deliveries, retry_rejected=retry_rejected, dialect=wh.dialect
     )
     # A dry run stages nothing, so whatever memory its queries use is freed when each ends:
     # the allowance of the key join applies to all of them.
     with wh.keys_join():
-        selected = int(wh.query(sql.count_sql(sql.source_table(model), wh.dialect))[0][0])
+        source = sql.source_table(model, wh.dialect)
+        selected = int(wh.query(sql.count_sql(source, wh.dialect))[0][0])
         n_candidates = int(wh.query(sql.count_sql(candidates, wh.dialect))[0][0])
         keys, rows = wh.query(sql.pending_rows_sql(pending, wh.dialect))[0]
     return Staged(selected, n_candidates, int(keys or 0), int(rows or 0), pending)
@@ -99,8 +101,16 @@ def preview(
 def page(
     ledger: Ledger, model: InteractionModel, staged: Staged, *, after: int, size: int
 ) -> list[tuple[int, PendingRow]]:
-    """Pending rows after sequence number ``after``: (sequence number, row)."""
+    """Pending rows after sequence number ``after``: (sequence number, row).
+
+    Before each page of a real run the run's claim on the ledger is checked: a run whose lock
+    was taken over stops here, before it journals or sends anything more. A page holds at
+    least what keeps requests flowing while the warehouse answers: on a warehouse whose
+    statements take a second, ``size`` rows would drain before the next page is journaled.
+    """
     wh = ledger.warehouse
+    ledger.check_lock()
+    size = max(size, _fed_size(wh, size))
     query = sql.page_sql(
         model=model, pending=staged.pending, after=after, size=size, dialect=wh.dialect
     )
@@ -123,3 +133,19 @@ def page(
         )
         out.append((int(r[0]), PendingRow(ref, int(r[3]), r[4], values)))
     return out
+
+
+#: Warehouse statements between two pages (page, contacts, journal, outcomes, lock check, ...).
+_STATEMENTS_PER_PAGE = 8
+_MAX_PAGE = 10_000
+
+
+def _fed_size(wh: Warehouse, size: int) -> int:
+    """The page size at which the warehouse's work per page takes at most a third of the time
+    the page's requests take. ``size`` is sized for two seconds of requests (the runner's
+    default: twice the rate), so the rate is about ``size / 2`` per second."""
+    latency = float(getattr(wh, "latency", 0.0) or 0.0)
+    if latency <= 0:
+        return size
+    needed = 3 * _STATEMENTS_PER_PAGE * latency * size / 2
+    return int(min(_MAX_PAGE, max(size, needed)))

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +24,7 @@ from sqlglot import exp
 from voyado_sync import settings
 from voyado_sync.exceptions import ConfigError, WarehouseError
 from voyado_sync.spec import Relation
+from voyado_sync.warehouse.dialects import dialect_of, relation_table
 
 # dbt adapter type -> sqlglot dialect
 DIALECTS = {
@@ -132,18 +134,63 @@ def _duckdb_database(path: str) -> str:
     return os.path.basename(path).lstrip(".").split(".")[0]
 
 
-class _OneCursor:
-    """A DuckDB connection whose ``cursor()`` is itself, as dbt-duckdb's handle behaves:
-    BEGIN, the statements and COMMIT or ROLLBACK all happen on one connection."""
+class _ShortDuckDB:
+    """A DuckDB file opened only for the statements voyado-sync runs, then closed.
 
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
+    DuckDB lets one process at a time write a file, so a connection held for a whole run
+    (minutes, hours at Voyado's pace) makes every ``dbt build`` on the file fail. Here
+    ``cursor()`` opens the file when a statement needs it (waiting, with a message, while
+    another process such as dbt holds it) and :meth:`release` closes it after each call of
+    the Warehouse protocol. BEGIN, the statements and COMMIT of one call share one connection.
+    """
+
+    WAIT_SECONDS = 600.0
+
+    def __init__(self, path: str, config: dict[str, Any], on_open: Callable[[Any], None]) -> None:
+        self._path, self._config, self._on_open = path, config, on_open
+        self._connection: Any = None
 
     def cursor(self) -> Any:
+        if self._connection is None:
+            self._connection = self._connect()
+            try:
+                self._on_open(self._connection)
+            except Exception:
+                self.release()
+                raise
         return self._connection
 
+    def _connect(self) -> Any:
+        import duckdb
+
+        deadline = time.monotonic() + self.WAIT_SECONDS
+        told = False
+        while True:
+            try:
+                return duckdb.connect(self._path, config=self._config)
+            except duckdb.IOException as exc:
+                text = str(exc).lower()
+                if "lock" not in text or time.monotonic() > deadline:
+                    raise
+                if not told:
+                    pid = _LOCK_PID.search(str(exc))
+                    _log.warning(
+                        "the DuckDB file %s is in use by another process%s (a dbt build?): "
+                        "waiting for it, then carrying on",
+                        self._path,
+                        f" (PID {pid.group(1)})" if pid else "",
+                    )
+                    told = True
+                time.sleep(0.2)
+
+    def release(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(Exception):
+                connection.close()
+
     def close(self) -> None:
-        self._connection.close()
+        self.release()
 
 
 def _args(statement: tuple[str, Sequence[Any]]) -> tuple[Any, ...]:
@@ -268,7 +315,6 @@ class DbtWarehouse:
         Importing dbt costs seconds and about 100 MB; for a DuckDB file the adapter adds
         nothing voyado-sync needs. Anything beyond a path and settings goes through dbt.
         """
-        import duckdb
 
         creds = SimpleNamespace(**output)
         self.adapter_type = "duckdb"
@@ -281,21 +327,28 @@ class DbtWarehouse:
         self._check_duckdb_file(creds)
         settings = {str(k): str(v) for k, v in (output.get("settings") or {}).items()}
         config: dict[str, Any] = dict(output.get("config_options") or {})
+
+        def on_open(connection: Any) -> None:
+            try:
+                for key, value in settings.items():
+                    connection.execute(_set_sql(key, value))
+            except Exception as exc:
+                raise WarehouseError(
+                    f"{self.description}: a DuckDB setting in profiles.yml was refused: "
+                    f"{_first_line(exc)}"
+                ) from exc
+            if self.memory_limit is not None and "memory_limit" not in settings:
+                connection.execute(_set_sql("memory_limit", self.memory_limit))
+
+        self._handle = _ShortDuckDB(self._duckdb_path(creds), config, on_open)
         try:
-            connection = duckdb.connect(self._duckdb_path(creds), config=config)
+            self._handle.cursor()
+        except WarehouseError:
+            raise
         except Exception as exc:
             raise self._translate(exc, "connect") from exc
-        self._handle = _OneCursor(connection)
-        try:
-            for key, value in settings.items():
-                connection.execute(_set_sql(key, value))
-        except Exception as exc:
-            connection.close()
-            raise WarehouseError(
-                f"{self.description}: a DuckDB setting in profiles.yml was refused: "
-                f"{_first_line(exc)}"
-            ) from exc
         self._limit_duckdb_memory({**config, **settings})
+        self._release()
 
     def _limit_duckdb_memory(self, profile: dict[str, Any]) -> None:
         """Cap DuckDB's buffer pool unless the profile does: its default is 80% of RAM, which
@@ -354,14 +407,15 @@ class DbtWarehouse:
             yield
             return
         steps = self._memory_steps
-        cursor = self._handle.cursor()
         try:
-            cursor.execute(_set_sql("memory_limit", KEYS_JOIN_MEMORY_LIMIT))
+            self._handle.cursor().execute(_set_sql("memory_limit", KEYS_JOIN_MEMORY_LIMIT))
         except Exception as exc:  # not worth failing a run over: stay at the cap
             _log.warning("could not raise DuckDB's memory_limit for the diff: %s", _first_line(exc))
             raised = False
         else:
             raised = True
+        finally:
+            self._release()
         if not raised:
             yield
             return
@@ -372,7 +426,7 @@ class DbtWarehouse:
             yield
         finally:
             try:
-                cursor.execute(_set_sql("memory_limit", DEFAULT_DUCKDB_MEMORY_LIMIT))
+                self._handle.cursor().execute(_set_sql("memory_limit", DEFAULT_DUCKDB_MEMORY_LIMIT))
             except Exception as exc:  # DuckDB could not evict enough: keep the higher limit
                 _log.warning(
                     "DuckDB's memory_limit stays at %s for this run (could not return to %s): %s",
@@ -383,6 +437,8 @@ class DbtWarehouse:
             else:
                 self.memory_limit = DEFAULT_DUCKDB_MEMORY_LIMIT
                 self._memory_steps = steps
+            finally:
+                self._release()
 
     def _describe(self, creds: Any) -> str:
         if self.adapter_type == "duckdb":
@@ -457,8 +513,26 @@ class DbtWarehouse:
                 if not self._more_memory(exc):
                     raise
 
+    def _release(self) -> None:
+        if isinstance(self._handle, _ShortDuckDB):
+            self._handle.release()
+
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        return self._with_memory(lambda: self._query(sql))
+        try:
+            return self._timed(lambda: self._with_memory(lambda: self._query(sql)))
+        finally:
+            self._release()
+
+    #: Seconds per statement, smoothed: how slow this warehouse answers (see stage.page).
+    latency = 0.0
+
+    def _timed(self, work: Callable[[], _T]) -> _T:
+        started = time.monotonic()
+        try:
+            return work()
+        finally:
+            took = time.monotonic() - started
+            self.latency = took if not self.latency else 0.7 * self.latency + 0.3 * took
 
     def _query(self, sql: str) -> list[tuple[Any, ...]]:
         try:
@@ -484,15 +558,21 @@ class DbtWarehouse:
             self.execute_params([(sql, ()) for sql in statements])
             return
         try:
+            started = time.monotonic()
             for sql in statements:
                 self._adapter.execute(sql, auto_begin=True, fetch=False)
             self._adapter.connections.commit_if_has_connection()
+            took = (time.monotonic() - started) / len(statements)
+            self.latency = took if not self.latency else 0.7 * self.latency + 0.3 * took
         except Exception as exc:
             self._rollback()
             raise self._translate(exc, "write") from exc
 
     def execute_params(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        self._with_memory(lambda: self._execute_params(statements))
+        try:
+            self._timed(lambda: self._with_memory(lambda: self._execute_params(statements)))
+        finally:
+            self._release()
 
     def _execute_params(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         if not statements:
@@ -518,33 +598,23 @@ class DbtWarehouse:
             raise self._translate(exc, "write") from exc
 
     def columns(self, relation: Relation) -> dict[str, str] | None:
-        info = exp.Table(
-            this=exp.to_identifier("columns"), db=exp.to_identifier("information_schema")
-        )
-        conditions = [
-            exp.func("lower", exp.column("table_schema")).eq(
-                exp.Literal.string(relation.schema.lower())
-            ),
-            exp.func("lower", exp.column("table_name")).eq(
-                exp.Literal.string(relation.identifier.lower())
-            ),
-        ]
-        if relation.database and self.adapter_type not in ("bigquery",):
-            conditions.append(
-                exp.func("lower", exp.column("table_catalog")).eq(
-                    exp.Literal.string(relation.database.lower())
-                )
+        return self.columns_of(
+            relation_table(
+                relation.rendered,
+                (relation.database, relation.schema, relation.identifier),
+                self.dialect,
             )
-        select = (
-            exp.select("column_name", "data_type")
-            .from_(info)
-            .where(exp.and_(*conditions))
-            .order_by("ordinal_position")
         )
-        rows = self.query(select.sql(dialect=self.dialect))
-        if not rows:
-            return None
-        return {str(name): str(dtype) for name, dtype in rows}
+
+    def columns_of(self, relation: exp.Table) -> dict[str, str] | None:
+        quirks = dialect_of(self.dialect)
+        try:
+            rows = self.query(quirks.columns_sql(relation))
+        except WarehouseError:
+            if quirks.missing_is_error():
+                return None
+            raise
+        return quirks.columns_from(rows)
 
     def close(self) -> None:
         if self._adapter is None:

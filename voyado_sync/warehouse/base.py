@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from sqlglot import exp
+
 from voyado_sync.spec import Relation
 
 
@@ -50,6 +52,10 @@ class Warehouse(Protocol):
 
     def columns(self, relation: Relation) -> dict[str, str] | None:
         """Column name -> type of a relation, in order; None when the relation does not exist."""
+        ...
+
+    def columns_of(self, relation: exp.Table) -> dict[str, str] | None:
+        """The same for a relation as sqlglot names it (quoting kept as the warehouse sees it)."""
         ...
 
     def close(self) -> None: ...
