@@ -296,14 +296,15 @@ def test_integer_on_a_decimal_column_is_refused_before_any_schema_is_created(
     assert fresh_emulator.stats()["stored"] == 0
 
 
-def _hold_lock(db: str) -> subprocess.Popen[str]:
+def _hold_lock(db: str, *, seconds: float = 60) -> subprocess.Popen[str]:
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
-            " time.sleep(60)",
+            " time.sleep(float(sys.argv[2]))",
             db,
+            str(seconds),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -312,22 +313,20 @@ def _hold_lock(db: str) -> subprocess.Popen[str]:
     return holder
 
 
-def test_validate_without_the_warehouse_says_columns_were_not_checked(
+def test_validate_while_another_process_holds_the_file_waits_and_invents_nothing(
     shop: BuiltProject,
 ) -> None:
-    holder = _hold_lock(os.environ[DB_ENV])
+    # voyado-sync holds a DuckDB file only for short statements and waits while another
+    # process (dbt, a running sync) holds it: validate then checks the real columns.
+    holder = _hold_lock(os.environ[DB_ENV], seconds=3)
     try:
-        text = invoke(shop.project_dir, "validate")
         doc = as_json(invoke(shop.project_dir, "validate", "--json"))
     finally:
         holder.kill()
         holder.wait()
 
-    assert text.exit_code == 2
-    assert "Could not check columns" in text.stdout and "locked" in text.stdout
-    assert "does not exist" not in text.stdout
-    assert doc["exit_code"] == 2 and doc["columns_checked"] is False
-    assert doc["problems"] == [] and doc["error"]["kind"] == "WarehouseError"
+    assert doc["exit_code"] == 0 and doc["columns_checked"] is not False
+    assert doc["problems"] == []
 
 
 def test_validate_from_the_wrong_warehouse_file_invents_no_column_problems(
