@@ -122,6 +122,7 @@ def run(
     rate: float = settings.DEFAULT_RATE,
     concurrency: int | None = settings.DEFAULT_CONCURRENCY,
     retry_rejected: bool = False,
+    ignore_dbt_status: bool = False,
     progress: ProgressCallback | None = None,
 ) -> RunResult:
     """Sync the selected models, exactly as ``voyado-sync run`` does.
@@ -147,6 +148,7 @@ def run(
         rate=rate,
         concurrency=concurrency,
         retry_rejected=retry_rejected,
+        ignore_dbt_status=ignore_dbt_status,
     )
     result = run_options(options, progress=progress)
     if result.fatal:

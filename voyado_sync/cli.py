@@ -400,6 +400,12 @@ def _duration(seconds: float) -> str:
 @click.option(
     "--retry-rejected", is_flag=True, help="Try rejected rows again even if they did not change."
 )
+@click.option(
+    "--ignore-dbt-status",
+    is_flag=True,
+    help="Sync models even when dbt's last build (target/run_results.json) failed them, skipped "
+    "them or failed one of their tests of severity error.",
+)
 def run(
     project_dir: Path,
     profiles_dir: Path | None,
@@ -414,6 +420,7 @@ def run(
     concurrency: int | None,
     state_schema: str,
     retry_rejected: bool,
+    ignore_dbt_status: bool,
 ) -> None:
     """Send the rows not yet delivered of every selected model."""
     from voyado_sync.api import run_options
@@ -434,6 +441,7 @@ def run(
                 rate=rate,
                 concurrency=concurrency,
                 retry_rejected=retry_rejected,
+                ignore_dbt_status=ignore_dbt_status,
             )
             # A model whose meta key is a typo of voyado is not synced: the result says so
             # (problems, exit 2) instead of skipping it in silence.
@@ -494,8 +502,12 @@ def _print_summary(result: Any) -> None:
             click.echo(f"      sample {sample['row_key']}: {body}")
         if m.error:
             click.echo(f"    ERROR: {m.error}")
+        if m.skipped_by_dbt:
+            click.echo(f"    NOT SYNCED: {m.skipped_by_dbt}")
     if result.fatal:
         log(f"Stopped: {result.fatal}", level="error", kind=result.fatal_kind)
+    for warning in result.warnings:
+        log(f"Note: {warning}", level="warning")
     if result.interrupted:
         log(
             "Interrupted: requests in flight were finished and recorded; run again to carry on.",

@@ -72,6 +72,8 @@ class RunOptions:
     #: An upper bound on requests in flight; None adapts to latency.
     concurrency: int | None = DEFAULT_CONCURRENCY
     retry_rejected: bool = False
+    #: Sync models even when dbt's last build failed them or their tests (run_results.json).
+    ignore_dbt_status: bool = False
     page_size: int | None = None
     #: None: the run's defaults, overridden by VOYADO_SYNC_MAX_ATTEMPTS and friends.
     retry: RetryPolicy | None = None

@@ -1000,17 +1000,15 @@ class Ledger:
         )
 
     def count_in_flight(self, model: str, schema_id: str) -> int:
-        """Rows of the model whose outcome is unknown (unverified)."""
+        """Rows of the model whose outcome is unknown (unverified): their latest entry."""
         query = (
             exp.select(exp.Count(this=exp.Star()))
-            .from_(self.table("deliveries"))
-            .where(
-                exp.and_(
-                    col("model").eq(lit(model)),
-                    col("schema_id").eq(lit(schema_id)),
-                    col("status").eq(lit(Status.IN_FLIGHT)),
+            .from_(
+                self._latest_deliveries(
+                    exp.and_(col("model").eq(lit(model)), col("schema_id").eq(lit(schema_id)))
                 )
             )
+            .where(col("status").eq(lit(Status.IN_FLIGHT)))
         )
         rows = self.warehouse.query(self._sql(query))
         return int(rows[0][0]) if rows else 0
@@ -1034,15 +1032,21 @@ class Ledger:
         rows whose latest state it wrote: rows a later run settled again count for that run.
         """
         columns = _RUN_COLUMNS
+        # On an append-only ledger (Spark) a run has several entries: its latest wins.
         query = (
             exp.select(*columns)
             .from_(self.table("runs"))
-            .order_by(exp.Ordered(this=col("started_at"), desc=True))
-            .limit(max(1, int(limit)))
+            .order_by(
+                exp.Ordered(this=col("started_at"), desc=True),
+                exp.Ordered(this=col("entry_seq"), desc=True),
+            )
+            .limit(max(1, int(limit)) * 4)
         )
-        runs = [
-            dict(zip(columns, row, strict=True)) for row in self.warehouse.query(self._sql(query))
-        ]
+        seen: dict[str, dict[str, Any]] = {}
+        for row in self.warehouse.query(self._sql(query)):
+            entry = dict(zip(columns, row, strict=True))
+            seen.setdefault(str(entry["run_id"]), entry)
+        runs = list(seen.values())[: max(1, int(limit))]
         counts: dict[str, dict[str, dict[str, int]]] = {}
         if runs:
             per_model = (

@@ -46,6 +46,8 @@ class ModelResult:
     #: Cached contact ids dropped because Voyado answered a POST with 404 ContactNotFound.
     invalidated: int = 0
     error: str | None = None
+    #: Why dbt's last build holds this model back (not synced), or None.
+    skipped_by_dbt: str | None = None
     #: The configuration problems that kept this model from syncing ({model, key, message}).
     problems: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
@@ -98,6 +100,7 @@ class ModelResult:
             "contacts_normalised": dict(self.normalised),
             "contact_ids_invalidated": self.invalidated,
             "error": self.error,
+            "skipped_by_dbt": self.skipped_by_dbt,
         }
         if self.problems:
             out["problems"] = self.problems
@@ -127,13 +130,15 @@ class SyncResult:
     #: Configuration problems outside the synced models ({model, key, message}): a meta key
     #: that looks like a typo of voyado. Exit code 2.
     problems: list[dict[str, Any]] = field(default_factory=list)
+    #: Selected models dbt's last build failed, skipped or failed tests on: not synced (exit 1).
+    held: list[ModelResult] = field(default_factory=list)
     #: Selected models with a configuration problem: reported, not synced (exit code 2).
     broken: list[ModelResult] = field(default_factory=list)
 
     @property
     def models(self) -> list[ModelResult]:
         """Every selected model: those that ran, then those that could not."""
-        return [*self.synced, *self.broken]
+        return [*self.synced, *self.held, *self.broken]
 
     @property
     def exit_code(self) -> int:
@@ -141,7 +146,9 @@ class SyncResult:
             return 2
         # Rows waiting for their contact are neither rejected nor failed: they are retried by
         # design on later runs, so they alone do not fail a scheduled job.
-        if self.interrupted or any(m.rejected or m.failed or m.unverified for m in self.models):
+        if self.interrupted or any(
+            m.rejected or m.failed or m.unverified or m.skipped_by_dbt for m in self.models
+        ):
             return 1
         return 0
 

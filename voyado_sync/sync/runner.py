@@ -15,9 +15,11 @@ Every warehouse call runs on the warehouse thread; every request goes through on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from voyado_sync import __version__
+from voyado_sync.dbt_status import read_build_status
 from voyado_sync.exceptions import ConfigProblem, FatalApiError, VoyadoSyncError, error_kind
 from voyado_sync.project import Project, load_project, open_warehouse, resolve_models
 from voyado_sync.settings import RunOptions, VoyadoConnection, check_rate, connection_from_env
@@ -78,6 +80,8 @@ async def _run(
         broken=[_broken(project, name, found) for name, found in resolved.broken.items()],
         problems=[{"model": p.model, "key": p.key, "message": p.message} for p in project.typos],
     )
+    if not options.ignore_dbt_status:
+        models = await _respect_the_build(project, ledger, db, models, result)
     if connection is None:
         await _dry_run(options, ledger, db, stop, models, result)
         return result
@@ -217,6 +221,43 @@ async def _dry_run(
         )
         await sync_model(plan, model, res)
         res.samples = sender.samples
+
+
+async def _respect_the_build(
+    project: Project,
+    ledger: Ledger,
+    db: WarehouseThread,
+    models: list[InteractionModel],
+    result: SyncResult,
+) -> list[InteractionModel]:
+    """Hold back the models dbt's last build failed or skipped, or whose tests failed (see
+    dbt_status.py): reported with the reason and their row counts, not synced (exit 1)."""
+    status = read_build_status(project.manifest.path)
+    if status.note:
+        result.warnings.append(status.note)
+    if not status.held:
+        return models
+    keep: list[InteractionModel] = []
+    synced: list[ModelResult] = []
+    held: list[tuple[InteractionModel, ModelResult]] = []
+    for model, res in zip(models, result.synced, strict=True):
+        reason = status.held.get(model.unique_id)
+        if reason is None:
+            keep.append(model)
+            synced.append(res)
+        else:
+            res.skipped_by_dbt = f"{reason} (--ignore-dbt-status syncs it anyway)"
+            held.append((model, res))
+    exists = await db(ledger.exists)
+    for model, res in held:
+        with contextlib.suppress(VoyadoSyncError):
+            staged = await db(
+                stage.preview, ledger, model, retry_rejected=False, ledger_exists=exists
+            )
+            res.selected, res.already_sent = staged.selected, staged.already_sent
+    result.synced = synced
+    result.held = [res for _, res in held]
+    return keep
 
 
 async def _count_untouched(
