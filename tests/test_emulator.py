@@ -835,3 +835,25 @@ def test_handle_helpers_are_thread_safe_while_serving(
         stop.set()
         reader.join()
     assert seen == sorted(seen) and fresh_emulator.stats()["stored"] == 100
+
+
+@pytest.mark.slow
+def test_the_banner_says_the_default_key_and_what_to_export() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "VOYADO_EMULATOR_API_KEY"}
+    code = "from voyado_sync.emulator.command import emulator_command; emulator_command()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--port", "0", "--rate-limit", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("Voyado emulator")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "API key: emulator-key (the default)" in err
+    assert "VOYADO_API_KEY=emulator-key" in err and "VOYADO_BASE_URL=http://127.0.0.1:" in err

@@ -167,8 +167,21 @@ def emulator_command(
             f"Voyado emulator listening on http://{url_host}:{running.server.port} "
             f"({contacts_known} contacts)"
         )
-        # The key itself is never printed: it may be a real-looking secret from the environment.
-        click.echo(f"API key: set ({origin}); Ctrl-C to stop", err=True)
+        # A key from the command line or the environment is never printed: it may be a
+        # real-looking secret. The default is no secret: say it, and what to export.
+        if origin == "the default":
+            click.echo(
+                f"API key: {config.api_key} (the default): export "
+                f"VOYADO_BASE_URL=http://{url_host}:{running.server.port} "
+                f"VOYADO_API_KEY={config.api_key}; Ctrl-C to stop",
+                err=True,
+            )
+        else:
+            click.echo(
+                f"API key: set ({origin}); export the same value as VOYADO_API_KEY and "
+                f"VOYADO_BASE_URL=http://{url_host}:{running.server.port}; Ctrl-C to stop",
+                err=True,
+            )
 
     try:
         emulator = asyncio.run(serve_until_signalled(config, on_ready=ready))
