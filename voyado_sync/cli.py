@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 import traceback
@@ -104,8 +103,9 @@ def _options(
 
 
 def _redacted(text: str) -> str:
-    key = os.environ.get(settings.ENV_API_KEY, "").strip()
-    return text.replace(key, "***") if len(key) >= 4 else text
+    for secret in settings.secrets():
+        text = text.replace(secret, "***")
+    return text
 
 
 class _LogFormat:

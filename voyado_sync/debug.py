@@ -377,8 +377,7 @@ class _VoyadoProbe:
 def _probe(base_url: str | None, tell_url: Callable[[str], None]) -> list[Check]:
     import httpx
 
-    url = (base_url or os.environ.get(settings.ENV_BASE_URL, "")).strip()
-    key = os.environ.get(settings.ENV_API_KEY, "").strip()
+    url, key = settings.raw_connection(base_url)
     no_key = _check(
         "voyado_key",
         "fail",

@@ -224,6 +224,12 @@ def notify_url() -> str | None:
     return os.environ.get(ENV_NOTIFY_URL, "").strip() or None
 
 
+def raw_connection(base_url: str | None = None) -> tuple[str, str]:
+    """(VOYADO_BASE_URL or --base-url, VOYADO_API_KEY) as set, unchecked (for ``debug``)."""
+    url = (base_url or os.environ.get(ENV_BASE_URL, "")).strip()
+    return url, os.environ.get(ENV_API_KEY, "").strip()
+
+
 def secrets() -> list[str]:
     """Values that must never reach a message, a log or an artifact: the API key and the
     alert webhook's URL (set ones only; very short values are not worth masking)."""
