@@ -16,12 +16,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from voyado_sync import settings
-from voyado_sync.cli import EXIT_OK, _envelope, _fail, _project_options, log
-from voyado_sync.cli import _options as _project_run_options
+from voyado_sync.cli import EXIT_OK, _envelope, _fail, _options, _project_options, log
 
 if TYPE_CHECKING:
     from voyado_sync.schema_ops import DiffReport, PushPlan, PushResult, SchemaDiff, SchemaList
-    from voyado_sync.settings import RunOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,31 +41,6 @@ def _state_schema(func: F) -> F:
         show_default=True,
         help="Warehouse schema of the ledger (to count interactions sent by voyado-sync).",
     )(func)
-
-
-def _options(
-    *,
-    project_dir: Path,
-    profiles_dir: Path | None,
-    target: str | None,
-    target_path: str | None,
-    select: tuple[str, ...],
-    exclude: tuple[str, ...],
-    base_url: str | None,
-    state_schema: str = settings.DEFAULT_STATE_SCHEMA,
-) -> RunOptions:
-    # An interactive command: the schema operations give up sooner than a scheduled run would
-    # (settings.INTERACTIVE_RETRY, applied where the client is made).
-    return _project_run_options(
-        project_dir=project_dir,
-        profiles_dir=profiles_dir,
-        target=target,
-        target_path=target_path,
-        select=select,
-        exclude=exclude,
-        base_url=base_url,
-        state_schema=state_schema,
-    )
 
 
 def _cannot_run(exc: BaseException, as_json: bool) -> None:

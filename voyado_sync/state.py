@@ -88,32 +88,31 @@ LOCK_RENEW_SECONDS = 30.0
 ENTRY_SEQ = "entry_seq"
 
 _TEXT, _INT, _BIGINT = "text", "int", "bigint"
+DELIVERY_COLUMNS = (
+    "model",
+    "schema_id",
+    "row_key",
+    "row_key_display",
+    "content_hash",
+    "status",
+    "interaction_id",
+    "contact_id",
+    "created_date",
+    "request_body",
+    "http_status",
+    "error_code",
+    "reason",
+    "run_id",
+    "first_seen_at",
+    "updated_at",
+)
+
 # Every ledger table: (column, type). Created and referenced with quoted names, so a name
 # means the same on every warehouse whatever it folds unquoted names to. No keys: Snowflake,
 # BigQuery, Redshift and Databricks do not enforce them, and Spark cannot even declare them.
 _TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "deliveries": (
-        *(
-            (c, _INT if c == "http_status" else _TEXT)
-            for c in (
-                "model",
-                "schema_id",
-                "row_key",
-                "row_key_display",
-                "content_hash",
-                "status",
-                "interaction_id",
-                "contact_id",
-                "created_date",
-                "request_body",
-                "http_status",
-                "error_code",
-                "reason",
-                "run_id",
-                "first_seen_at",
-                "updated_at",
-            )
-        ),
+        *((c, _INT if c == "http_status" else _TEXT) for c in DELIVERY_COLUMNS),
         (ENTRY_SEQ, _BIGINT),
     ),
     "runs": (
@@ -154,25 +153,6 @@ _TABLES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 #: Columns ledger version 1 lacked, added on first use by version 2.
 _ADDED_IN_2 = {"deliveries": ENTRY_SEQ, "runs": ENTRY_SEQ, "contacts": ENTRY_SEQ}
-
-DELIVERY_COLUMNS = (
-    "model",
-    "schema_id",
-    "row_key",
-    "row_key_display",
-    "content_hash",
-    "status",
-    "interaction_id",
-    "contact_id",
-    "created_date",
-    "request_body",
-    "http_status",
-    "error_code",
-    "reason",
-    "run_id",
-    "first_seen_at",
-    "updated_at",
-)
 
 
 def utc_now() -> str:

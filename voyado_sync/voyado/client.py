@@ -302,10 +302,14 @@ class VoyadoClient:
     async def get_schema(self, schema_id: str) -> dict[str, Any] | None:
         """The schema ``{"id", "displayName", "jsonSchema", ...}``, or None when absent (404)."""
         what = f"read interaction schema {schema_id!r}"
-        resp = await self._idempotent("schema", "GET", _schema_path(schema_id), what=what)
+        return await self._get_object("schema", _schema_path(schema_id), what)
+
+    async def _get_object(self, kind: RequestKind, path: str, what: str) -> dict[str, Any] | None:
+        """GET a JSON object; None on 404, ApiError for any other failure or another shape."""
+        resp = await self._idempotent(kind, "GET", path, what=what)
         if resp.status_code == 404:
             return None
-        if resp.status_code >= 400:
+        if resp.status_code >= 300:
             raise self._api_error(resp, what)
         data = self._json(resp, what)
         if not isinstance(data, dict):
@@ -573,19 +577,7 @@ class VoyadoClient:
             raise ValueError("interaction_id is empty")
         what = "read an interaction"
         path = f"{_INTERACTIONS}/{quote(interaction_id.strip(), safe='')}"
-        resp = await self._idempotent("interaction_get", "GET", path, what=what)
-        if resp.status_code == 404:
-            return None
-        if resp.status_code >= 300:
-            raise self._api_error(resp, what)
-        data = self._json(resp, what)
-        if not isinstance(data, dict):
-            raise ApiError(
-                f"Could not {what}: the answer is not a JSON object",
-                status=resp.status_code,
-                body=self._keep(resp.text),
-            )
-        return data
+        return await self._get_object("interaction_get", path, what)
 
     async def find_delivered(self, body: Mapping[str, Any], *, claimed: set[str]) -> str | None:
         """The id of a stored interaction matching ``body`` and not in ``claimed``, or None.
