@@ -369,6 +369,9 @@ class InteractionModel:
     created_date_column: str | None
     properties: tuple[ResolvedProperty, ...]
     column_types: dict[str, str] = field(default_factory=dict)
+    #: The ``jsonSchema`` Voyado holds for ``schema_id``, once the schema gate has read it:
+    #: payloads are validated against it as well as against the one generated here.
+    stored_json_schema: dict[str, Any] | None = field(default=None, compare=False)
 
     def schema_body(self) -> dict[str, Any]:
         """The body of ``POST /api/v3/interactionschemas`` for this model."""
