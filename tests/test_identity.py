@@ -318,3 +318,44 @@ def test_a_keyword_voyado_holds_and_voyado_sync_does_not_check_is_drift(
         timeout=120,
     )
     assert diff.returncode != 0 and "maxLength" in diff.stdout, diff.stdout + diff.stderr
+
+
+_MOVE_YAML = """
+models:
+  - name: MODEL
+    config:
+      meta:
+        voyado:
+          schema_id: moveEvent
+          unique_key: event_id
+          contact:
+            column: email
+            key: email
+          properties:
+            note: note
+"""
+
+
+def _move_rows(n: int) -> str:
+    return f"""
+select 'ev-' || cast(i as varchar) as event_id, 'moved@example.com' as email, 'n' as note
+from range({n}) as t(i)
+"""
+
+
+def test_an_email_that_moves_to_another_contact_is_followed(
+    project: Project, voyado: EmulatorHandle
+) -> None:
+    """The contact cache is re-checked when Voyado reports the contact changed (before: the
+    second row went to the old contact, silently)."""
+    voyado.add_contacts([Contact("c-old", email="moved@example.com")])
+    project.build("", sql=_move_rows(1), yaml=_MOVE_YAML)
+    assert _sent(project.run(voyado.url)) == 1
+
+    voyado.add_contacts([Contact("c-old", email="before@example.com")])  # Updated
+    voyado.add_contacts([Contact("c-new", email="moved@example.com")])
+    project.build("", sql=_move_rows(2), yaml=_MOVE_YAML)
+    assert _sent(project.run(voyado.url)) == 1
+
+    owners = [i["contactId"] for i in voyado.interactions()]
+    assert owners == ["c-old", "c-new"]

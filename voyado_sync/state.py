@@ -1005,8 +1005,11 @@ class Ledger:
 
     _CONTACT_COLUMNS = ("key_type", "key_value", "contact_id", "resolved_at")
 
-    def cached_contacts(self, key: str, values: Sequence[str]) -> dict[str, str]:
-        """Resolved contactIds of these identifiers (of contact key ``key``), where cached."""
+    def cached_contacts(
+        self, key: str, values: Sequence[str], *, since: str | None = None
+    ) -> dict[str, str]:
+        """Resolved contactIds of these identifiers (of contact key ``key``), where cached
+        (with ``since``, an ISO instant: only those resolved at or after it)."""
         if not values:
             return {}
         latest = latest_entries(
@@ -1020,6 +1023,8 @@ class Ledger:
             .from_(latest.subquery(ident("c")))
             .where(col("contact_id").is_(exp.null()).not_())
         )
+        if since is not None:
+            query = query.where(exp.GTE(this=col("resolved_at"), expression=lit(since)))
         return {str(v): str(c) for v, c in self.warehouse.query(self._sql(query))}
 
     def cache_contacts(self, key: str, resolved: Mapping[str, str]) -> None:

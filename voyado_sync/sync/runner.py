@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 
-from voyado_sync import __version__
+from voyado_sync import __version__, settings
 from voyado_sync.dbt_status import read_build_status
 from voyado_sync.exceptions import ConfigProblem, FatalApiError, VoyadoSyncError, error_kind
 from voyado_sync.project import Project, load_project, open_warehouse, resolve_models
@@ -188,7 +188,9 @@ async def _real_run(
         models[i] = dataclasses.replace(model, stored_json_schema=check.stored)
     claimed: set[str] = set()
     # The client's window bounds what is really in flight; these gates only need to let it.
-    resolver = ContactResolver(client, ledger, db, client.max_in_flight)
+    resolver = ContactResolver(
+        client, ledger, db, client.max_in_flight, max_age_days=settings.contact_cache_days()
+    )
     sender = VoyadoSender(client, stop, client.max_in_flight, claimed)
     plan = Plan(
         ledger=ledger,

@@ -112,7 +112,12 @@ LookupOutcome: TypeAlias = (
 )
 
 RequestKind = Literal[
-    "schema", "interaction_post", "interaction_list", "interaction_get", "contact_lookup"
+    "schema",
+    "interaction_post",
+    "interaction_list",
+    "interaction_get",
+    "contact_lookup",
+    "contact_changes",
 ]
 
 
