@@ -8,6 +8,7 @@ schema id typed at a prompt or passed as ``--confirm-delete SCHEMA_ID``.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,15 @@ from voyado_sync import settings
 from voyado_sync.cli import EXIT_OK, _envelope, _fail, _options, _project_options, log
 
 if TYPE_CHECKING:
-    from voyado_sync.schema_ops import DiffReport, PushPlan, PushResult, SchemaDiff, SchemaList
+    from voyado_sync.schema_ops import (
+        DiffReport,
+        PushPlan,
+        PushResult,
+        SchemaDiff,
+        SchemaList,
+        ShownSchema,
+    )
+    from voyado_sync.upgrade import UpgradePlan, UpgradeResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -115,7 +124,11 @@ def _print_list(listing: SchemaList) -> None:
             if s.models
             else "UNUSED: no dbt model uses it (`voyado-sync schemas delete` frees its slot)"
         )
-        click.echo(f"  {s.schema_id:<{width}}  {s.display_name:<{name_width}}  {count:<14}  {used}")
+        lower = f"(editor: {s.schema_id_lower})"
+        click.echo(
+            f"  {s.schema_id:<{width}}  {lower:<{width + 10}}  {s.display_name:<{name_width}}  "
+            f"{count:<14}  {used}"
+        )
     if absent:
         click.echo("Not in Voyado yet (created by `voyado-sync schemas push` or the next run):")
         for s in absent:
@@ -426,3 +439,259 @@ def delete_command(
         _envelope({"deleted": True, **plan.as_dict()}, exit_code=EXIT_OK)
     else:
         click.echo(f"Deleted interaction schema {schema_id} and every interaction stored under it.")
+
+
+# -- show -------------------------------------------------------------------------------------
+
+
+@schemas.command(name="show")
+@click.argument("schema_id")
+@_voyado_options
+def show_command(
+    schema_id: str,
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    exclude: tuple[str, ...],
+    base_url: str | None,
+    as_json: bool,
+) -> None:
+    """SCHEMA_ID as Voyado holds it, with the names the email editor needs.
+
+    Voyado's email editor writes a schema id in lower case (Reuse-Spring-2023 is
+    reuse-spring-2023); each property is shown with that id, its name, type, whether it is
+    segmentable and whether it shows on the contact card.
+    """
+    from voyado_sync.schema_ops import show_schema
+
+    if select or exclude:
+        raise click.UsageError("--select/--exclude do not apply: show takes one SCHEMA_ID")
+    options = _options(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        target_path=target_path,
+        select=select,
+        exclude=exclude,
+        base_url=base_url,
+    )
+    try:
+        shown = show_schema(options, schema_id)
+    except Exception as exc:
+        _cannot_run(exc, as_json)
+        return
+    if as_json:
+        _envelope(shown.as_dict(), exit_code=EXIT_OK)
+        return
+    _print_shown(shown)
+
+
+def _print_shown(shown: ShownSchema) -> None:
+    click.echo(f"Interaction schema {shown.schema_id} ({shown.display_name})")
+    click.echo(f"  In the email editor: {shown.schema_id_lower}")
+    if shown.models:
+        click.echo(f"  Models: {', '.join(shown.models)}")
+    rows = [("schema id (editor)", "property", "type", "segmentable", "contact card", "required")]
+    for p in shown.properties:
+        kind = p.type + (f"/{p.format}" if p.format else "")
+        rows.append(
+            (
+                p.schema_id_lower,
+                p.name,
+                kind,
+                "yes" if p.segmentable else "no",
+                "yes" if p.show_in_contact_card else "no",
+                "yes" if p.required else "no",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+# -- upgrade ----------------------------------------------------------------------------------
+
+
+@schemas.command(name="upgrade")
+@click.argument("schema_id")
+@_voyado_options
+@_state_schema
+@click.option(
+    "--confirm-delete",
+    "confirm_delete",
+    default=None,
+    metavar="SCHEMA_ID",
+    help="Confirm deleting the schema (exactly its id) without a prompt.",
+)
+@click.option(
+    "--automations-paused",
+    is_flag=True,
+    help="Confirm that the automations triggered by new interactions of the schema are "
+    "paused, so that contacts do not enter them again when the history is replayed.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option(
+    "--rate",
+    type=float,
+    default=settings.DEFAULT_RATE,
+    show_default=True,
+    help="Requests per second for the replay (Voyado's limit applies).",
+)
+def upgrade_command(
+    schema_id: str,
+    project_dir: Path,
+    profiles_dir: Path | None,
+    target: str | None,
+    target_path: str | None,
+    select: tuple[str, ...],
+    exclude: tuple[str, ...],
+    base_url: str | None,
+    as_json: bool,
+    state_schema: str,
+    confirm_delete: str | None,
+    automations_paused: bool,
+    dry_run: bool,
+    rate: float,
+) -> None:
+    """Change SCHEMA_ID in Voyado to the project's definition, keeping its id and history.
+
+    Checks that every interaction voyado-sync sent under it is still a row of a model using
+    it, deletes the schema (and every interaction stored under it), creates it again from the
+    project and replays the history with the original createdDates. Needs the schema id
+    typed at a prompt or --confirm-delete SCHEMA_ID, and the automations triggered by it
+    paused (a prompt or --automations-paused). Resumable: after a crash, run it again.
+    Exit 0 done, 1 replay unfinished (run it again), 2 refused or could not run.
+    """
+    from voyado_sync.upgrade import apply_upgrade, plan_upgrade
+
+    if select or exclude:
+        raise click.UsageError(
+            "--select/--exclude do not apply: upgrade takes one SCHEMA_ID and replays every "
+            "model that uses it"
+        )
+    options = _options(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        target_path=target_path,
+        select=select,
+        exclude=exclude,
+        base_url=base_url,
+        state_schema=state_schema,
+    )
+    options = dataclasses.replace(options, rate=rate)
+    try:
+        settings.check_rate(rate, options.concurrency)
+        plan = plan_upgrade(options, schema_id)
+    except Exception as exc:
+        _cannot_run(exc, as_json)
+        return
+    if dry_run:
+        if as_json:
+            refusal = plan.refusal
+            error = {"message": refusal, "kind": "SchemaRefused"} if refusal else None
+            _envelope(
+                {"dry_run": True, "plan": plan.as_dict(), "error": error},
+                exit_code=2 if refusal else EXIT_OK,
+            )
+        else:
+            _print_upgrade_plan(plan)
+            if plan.refusal:
+                log(f"REFUSED: {plan.refusal}", level="error")
+        raise SystemExit(2 if plan.refusal else EXIT_OK)
+    if not as_json:
+        _print_upgrade_plan(plan)
+    confirm, paused = confirm_delete, automations_paused
+    if plan.unfinished is None and not plan.refusal and not as_json and _stdin_is_interactive():
+        if confirm is None and _prompt_upgrade_id(schema_id):
+            confirm = schema_id
+        if confirm == schema_id and not paused:
+            paused = click.confirm(
+                f"Are the automations triggered by new {schema_id} interactions paused? "
+                "(replayed interactions are new to Voyado: contacts would enter them again)",
+                default=False,
+                err=True,
+            )
+    try:
+        result = apply_upgrade(
+            plan,
+            options,
+            confirm=confirm,
+            automations_paused=paused,
+            progress=None if as_json else _upgrade_progress,
+        )
+    except Exception as exc:
+        _cannot_run(exc, as_json)
+        return
+    if as_json:
+        error = None
+        if result.exit_code:
+            error = {"message": result.message(), "kind": "UpgradeUnfinished"}
+        _envelope(
+            {"plan": plan.as_dict(), **result.as_dict(), "error": error}, exit_code=result.exit_code
+        )
+    else:
+        _print_upgrade_result(result)
+    raise SystemExit(result.exit_code)
+
+
+def _upgrade_progress(model: str, done: int, total: int) -> None:
+    if total and (done == total or done % 500 == 0):
+        log(f"  replay {model}: {done}/{total}")
+
+
+def _prompt_upgrade_id(schema_id: str) -> bool:
+    try:
+        typed = click.prompt(
+            f"Type the schema id {schema_id} to delete it with every interaction stored under "
+            "it, create it again and replay the history (anything else cancels)",
+            default="",
+            show_default=False,
+            err=True,
+        )
+    except click.Abort:
+        return False
+    return bool(typed == schema_id)
+
+
+def _print_upgrade_plan(plan: UpgradePlan) -> None:
+    sid = plan.schema_id
+    click.echo(f"Upgrade of interaction schema {sid} (models: {', '.join(plan.models)})")
+    if plan.unfinished is not None:
+        click.echo(
+            f"  RESUMING the upgrade started {plan.unfinished.started_at} (step reached: "
+            f"{plan.unfinished.phase}); it was confirmed then."
+        )
+    if plan.changes:
+        click.echo("  Differences (Voyado -> project):")
+        for change in plan.changes:
+            click.echo(f"    {change}")
+    if plan.deletes and not plan.refusal:
+        click.echo(
+            f"  Deletes {sid} in Voyado with every interaction stored under it: "
+            f"{plan.sent} sent by voyado-sync (its ledger; Voyado cannot count the rest)."
+        )
+    if not plan.refusal:
+        minutes = plan.replay_seconds / 60
+        click.echo(
+            f"  Replays {plan.to_replay} interaction(s) with their original createdDate: about "
+            f"{plan.replay_seconds:.0f} s ({minutes:.1f} min) at --rate {plan.rate:g}/s, plus "
+            "one lookup per contact not yet cached."
+        )
+        click.echo(
+            "  Rows of these models not yet sent are sent in the same run (while the "
+            "automations are paused)."
+        )
+
+
+def _print_upgrade_result(result: UpgradeResult) -> None:
+    if result.sync is not None:
+        for m in result.sync.models:
+            if m.error:
+                log(f"  {m.model}: {m.error}", level="error")
+    if result.done:
+        click.echo(result.message())
+    else:
+        log(result.message(), level="error")

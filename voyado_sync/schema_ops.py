@@ -20,6 +20,7 @@ has confirmed. A push is all or nothing: when any schema is refused, nothing is 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -52,12 +53,15 @@ __all__ = [
     "SchemaDiff",
     "SchemaList",
     "SchemaRefused",
+    "ShownProperty",
+    "ShownSchema",
     "apply_push",
     "delete_schema",
     "diff_project",
     "list_project_schemas",
     "plan_delete",
     "plan_push",
+    "show_schema",
 ]
 
 T = TypeVar("T")
@@ -85,9 +89,15 @@ class ListedSchema:
         """In Voyado, but no dbt model of the project declares it."""
         return self.in_voyado and not self.models
 
+    @property
+    def schema_id_lower(self) -> str:
+        """The id as Voyado's email editor writes it (it requires lower case)."""
+        return self.schema_id.lower()
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "schema_id": self.schema_id,
+            "schema_id_lower": self.schema_id_lower,
             "display_name": self.display_name,
             "property_count": self.property_count,
             "models": list(self.models),
@@ -708,6 +718,113 @@ def delete_schema(plan: DeletePlan, options: RunOptions, *, confirm: str | None)
         await client.delete_schema(plan.schema_id)
 
     _with_client(connection, options, work)
+
+
+# -- show -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShownProperty:
+    """One property of a schema in Voyado, with the names the email editor needs."""
+
+    schema_id_lower: str
+    name: str
+    type: str
+    format: str | None
+    display_name: str
+    segmentable: bool
+    show_in_contact_card: bool
+    sort_order: int | None
+    required: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ShownSchema:
+    """``schemas show``: a schema as Voyado holds it."""
+
+    schema_id: str
+    display_name: str
+    properties: tuple[ShownProperty, ...]
+    models: tuple[str, ...]
+    body: dict[str, Any]
+
+    @property
+    def schema_id_lower(self) -> str:
+        """Voyado's email editor requires the schema id in lower case."""
+        return self.schema_id.lower()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema_id": self.schema_id,
+            "schema_id_lower": self.schema_id_lower,
+            "display_name": self.display_name,
+            "models": list(self.models),
+            "properties": [p.as_dict() for p in self.properties],
+            "voyado": self.body,
+        }
+
+
+def show_schema(options: RunOptions, schema_id: str) -> ShownSchema:
+    """The schema ``schema_id`` as Voyado holds it. GET requests only; the dbt project is
+    optional (it only names the models that use the schema)."""
+    connection = connection_from_env(options.base_url)
+
+    async def fetch(client: VoyadoClient) -> tuple[list[str], dict[str, Any] | None]:
+        body = await client.get_schema(schema_id)
+        if body is not None:
+            return [], body
+        return [s.id for s in await client.list_schemas()], None
+
+    ids, body = _with_client(connection, options, fetch)
+    if body is None:
+        raise SchemaRefused(
+            f"interaction schema {schema_id} does not exist in Voyado (schemas there: "
+            f"{', '.join(ids) or 'none'}); schema ids are case-sensitive here, though the email "
+            "editor writes them in lower case"
+        )
+    models: tuple[str, ...] = ()
+    try:
+        usage, _ = _usage(load_manifest_of(options))
+        models = tuple(usage.get(schema_id, ()))
+    except VoyadoSyncError:
+        pass
+    json_schema = body.get("jsonSchema") or {}
+    required = set(json_schema.get("required") or [])
+    props = json_schema.get("properties") or {}
+    lower = schema_id.lower()
+
+    def flag(value: Any, default: bool) -> bool:
+        return default if value is None else str(value).strip().lower() == "true"
+
+    shown = []
+    for name, prop in props.items() if isinstance(props, Mapping) else ():
+        prop = prop if isinstance(prop, Mapping) else {}
+        order = prop.get("sortOrder")
+        shown.append(
+            ShownProperty(
+                schema_id_lower=lower,
+                name=str(name),
+                type=str(prop.get("type") or ""),
+                format=str(prop["format"]) if prop.get("format") else None,
+                display_name=str(prop.get("displayName") or name),
+                segmentable=flag(prop.get("addToSegmentation"), False),
+                show_in_contact_card=flag(prop.get("showInContactCard"), True),
+                sort_order=int(order)
+                if isinstance(order, int | str) and str(order).isdigit()
+                else None,
+                required=name in required,
+            )
+        )
+    return ShownSchema(
+        schema_id=str(body.get("id") or schema_id),
+        display_name=str(body.get("displayName") or ""),
+        properties=tuple(shown),
+        models=models,
+        body=body,
+    )
 
 
 # -- shared -----------------------------------------------------------------------------------

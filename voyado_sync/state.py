@@ -73,6 +73,10 @@ class Status(StrEnum):
     NOT_SENT = "not_sent"
     """Journaled, but the run stopped before its request left: sent on the next run. Not a
     failure: nothing was tried."""
+    REPLAY = "replay"
+    """Was sent, but ``schemas upgrade`` deletes (or deleted) its schema, and with it the
+    interaction: sent again by the upgrade's replay with its original createdDate. The entry
+    keeps the previous interaction id for the record."""
 
 
 class RunStatus(StrEnum):
@@ -85,7 +89,7 @@ class RunStatus(StrEnum):
 
 
 #: Statuses whose rows are sent again on the next run without any change.
-RETRYABLE = (Status.FAILED, Status.CONTACT_NOT_FOUND, Status.NOT_SENT)
+RETRYABLE = (Status.FAILED, Status.CONTACT_NOT_FOUND, Status.NOT_SENT, Status.REPLAY)
 #: Statuses ``voyado-sync rejected`` lists.
 PROBLEMS = (Status.REJECTED, Status.FAILED, Status.CONTACT_NOT_FOUND, Status.IN_FLIGHT)
 #: A claim whose holder has been silent this long is taken over (when its process cannot be
@@ -161,6 +165,21 @@ _TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         (ENTRY_SEQ, _BIGINT),
     ),
     "ledger_version": (("version", _INT),),
+    # schemas upgrade's progress (upgrade.py): one journal of phases per (schema, base URL).
+    "schema_upgrades": (
+        ("schema_id", _TEXT),
+        ("base_url", _TEXT),
+        ("phase", _TEXT),
+        ("run_id", _TEXT),
+        ("planned", _INT),
+        ("deleted_with_schema", _INT),
+        ("old_definition", _TEXT),
+        ("new_definition", _TEXT),
+        ("started_at", _TEXT),
+        ("updated_at", _TEXT),
+        ("message", _TEXT),
+        (ENTRY_SEQ, _BIGINT),
+    ),
 }
 #: Columns earlier ledger versions lacked, added on first use: (version, table, column, type).
 _ADDED = (
@@ -1149,6 +1168,197 @@ class Ledger:
         rows = self.warehouse.query(self._sql(query))
         return dict(zip(keys, rows[0], strict=True)) if rows else None
 
+    # -- schema upgrades (upgrade.py; ``schemas upgrade``) -------------------------------------
+    #
+    # An upgrade deletes a schema (and every interaction under it) and replays its history.
+    # Its progress is a journal in ``schema_upgrades``; the rows to replay are marked in
+    # ``deliveries`` (status replay) before the schema is deleted, so a process killed at any
+    # moment leaves a ledger that says what is left to do.
+
+    _UPGRADE_COLUMNS = tuple(c for c, _ in _TABLES["schema_upgrades"] if c != ENTRY_SEQ)
+
+    def _upgrades(self, where: exp.Expr) -> list[SchemaUpgrade]:
+        if "schema_upgrades" not in (self.tables() or set()):
+            return []
+        latest = latest_entries(
+            self.table("schema_upgrades"),
+            self._UPGRADE_COLUMNS,
+            ("schema_id", "base_url"),
+            where=where,
+        )
+        rows = self.warehouse.query(self._sql(latest))
+        return [SchemaUpgrade.of(dict(zip(self._UPGRADE_COLUMNS, r, strict=True))) for r in rows]
+
+    def upgrade_of(self, schema_id: str, base_url: str) -> SchemaUpgrade | None:
+        """The latest state of the upgrade of ``schema_id`` in the Voyado at ``base_url``."""
+        found = self._upgrades(
+            exp.and_(col("schema_id").eq(lit(schema_id)), col("base_url").eq(lit(base_url)))
+        )
+        return found[0] if found else None
+
+    def unfinished_upgrades(self, base_url: str) -> dict[str, SchemaUpgrade]:
+        """Schema id -> its upgrade, for the upgrades in ``base_url`` that are not done."""
+        return {
+            u.schema_id: u
+            for u in self._upgrades(col("base_url").eq(lit(base_url)))
+            if u.phase != UpgradePhase.DONE
+        }
+
+    def record_upgrade(self, upgrade: SchemaUpgrade) -> None:
+        """Append the upgrade's new state (one INSERT; superseded entries removed after)."""
+        top = self.warehouse.query(
+            self._sql(exp.select(exp.Max(this=col(ENTRY_SEQ))).from_(self.table("schema_upgrades")))
+        )
+        seq = (int(top[0][0]) if top and top[0][0] is not None else 0) + 1
+        values = dataclasses.asdict(upgrade)
+        columns = (*self._UPGRADE_COLUMNS, ENTRY_SEQ)
+        row = (*(literal(values[c]) for c in self._UPGRADE_COLUMNS), exp.Literal.number(seq))
+        statements = [self._insert_sql("schema_upgrades", [row], columns)]
+        if self.quirks.deletes:
+            where = exp.and_(
+                col("schema_id").eq(lit(upgrade.schema_id)),
+                col("base_url").eq(lit(upgrade.base_url)),
+            )
+            statements.append(self._superseded_delete("schema_upgrades", where, seq))
+        self.warehouse.execute_many(statements)
+
+    def _schema_rows(self, schema_id: str) -> exp.Subquery:
+        return self._latest_deliveries(col("schema_id").eq(lit(schema_id)))
+
+    def history(self, schema_id: str, models: Sequence[InteractionModel]) -> tuple[int, int]:
+        """(sent, lost): the rows the ledger holds as sent under ``schema_id``, and how many
+        of them are no longer a row (same key) of ``models``: history that a delete of the
+        schema would lose for good, because nothing could send it again. A row is its
+        schema_id and key (module docstring), whichever of the models holds it."""
+        from voyado_sync.diff import row_key, source_table
+
+        kept: exp.Expr = exp.false()
+        for model in models:
+            keys = exp.select(row_key(model)).from_(source_table(model, self.warehouse.dialect))
+            kept = exp.or_(kept, col("row_key").isin(query=keys))
+        lost = exp.Sum(
+            this=exp.Case(
+                ifs=[exp.If(this=exp.paren(kept), true=exp.Literal.number(0))],
+                default=exp.Literal.number(1),
+            )
+        )
+        query = (
+            exp.select(
+                exp.Count(this=exp.Star()),
+                exp.Coalesce(this=lost, expressions=[exp.Literal.number(0)]),
+            )
+            .from_(self._schema_rows(schema_id))
+            .where(col("status").eq(lit(Status.SENT)))
+        )
+        rows = self.warehouse.query(self._sql(query))
+        return (int(rows[0][0] or 0), int(rows[0][1] or 0)) if rows else (0, 0)
+
+    def mark_for_replay(self, schema_id: str, *, run_id: str) -> int:
+        """Every row sent under ``schema_id`` becomes ``replay`` (its interaction id, contact
+        id and createdDate kept): one INSERT ... SELECT, then the superseded entries removed.
+        Returns how many rows were marked."""
+        sent = exp.select(exp.Count(this=exp.Star())).from_(self._schema_rows(schema_id))
+        rows = self.warehouse.query(self._sql(sent.where(col("status").eq(lit(Status.SENT)))))
+        n = int(rows[0][0] or 0) if rows else 0
+        if not n:
+            return 0
+        first = self._next_seq(n)
+        now = utc_now()
+        replaced = {
+            "status": lit(Status.REPLAY),
+            "request_body": exp.null(),
+            "http_status": exp.null(),
+            "error_code": exp.null(),
+            "reason": lit(
+                f"replay: interaction schema {schema_id} is being upgraded (deleted with its "
+                "interactions and created again); interaction_id is the one it had before"
+            ),
+            "run_id": lit(run_id),
+            "updated_at": lit(now),
+        }
+        if self.environment is not None:
+            replaced["environment"] = lit(self.environment)
+        number = exp.Window(
+            this=exp.RowNumber(),
+            order=exp.Order(
+                expressions=[exp.Ordered(this=col("model")), exp.Ordered(this=col("row_key"))]
+            ),
+        )
+        select = (
+            exp.select(
+                *(exp.alias_(replaced.get(c, col(c)), c, quoted=True) for c in DELIVERY_COLUMNS),
+                exp.alias_(
+                    exp.Add(this=number, expression=exp.Literal.number(first - 1)),
+                    ENTRY_SEQ,
+                    quoted=True,
+                ),
+            )
+            .from_(self._schema_rows(schema_id))
+            .where(col("status").eq(lit(Status.SENT)))
+        )
+        insert = exp.insert(
+            select,
+            self.table("deliveries"),
+            columns=[ident(c) for c in (*DELIVERY_COLUMNS, ENTRY_SEQ)],
+        )
+        statements = [self._sql(insert)]
+        if self.quirks.deletes:
+            newer = (
+                exp.select(exp.Literal.number(1))
+                .from_(self.table("deliveries").as_(ident("r")))
+                .where(
+                    exp.and_(
+                        col("schema_id", "r").eq(lit(schema_id)),
+                        col("status", "r").eq(lit(Status.REPLAY)),
+                        exp.GTE(this=col(ENTRY_SEQ, "r"), expression=exp.Literal.number(first)),
+                        col("row_key", "r").eq(col("row_key", "deliveries")),
+                    )
+                )
+            )
+            statements.append(
+                self._superseded_delete(
+                    "deliveries",
+                    exp.and_(self.scope(schema_id), exp.Exists(this=newer)),
+                    first,
+                )
+            )
+        self.warehouse.execute_many(statements)
+        return n
+
+    def awaiting_replay(self, schema_id: str) -> dict[str, int]:
+        """Rows of ``schema_id`` an upgrade has not replayed yet, by status: ``replay``
+        (not tried), ``in_flight`` (unverified), ``failed`` and ``not_sent`` (tried, not
+        stored: sent again). Statuses without rows are left out."""
+        open_ = (Status.REPLAY, Status.IN_FLIGHT, Status.FAILED, Status.NOT_SENT)
+        query = (
+            exp.select(col("status"), exp.Count(this=exp.Star()))
+            .from_(self._schema_rows(schema_id))
+            .where(col("status").isin(*(lit(s) for s in open_)))
+            .group_by(col("status"))
+        )
+        return {str(s): int(n) for s, n in self.warehouse.query(self._sql(query))}
+
+    def recorded_created_dates(
+        self, model: str, schema_id: str, row_keys: Sequence[str]
+    ) -> dict[str, str]:
+        """Row key -> the createdDate the ledger recorded for it (its latest entry), for an
+        upgrade's replay: an interaction is sent again with the createdDate it had."""
+        if not row_keys:
+            return {}
+        within = exp.and_(
+            col("schema_id").eq(lit(schema_id)), col("row_key").isin(*(lit(k) for k in row_keys))
+        )
+        query = (
+            exp.select(col("row_key"), col("created_date"))
+            .from_(self._latest_deliveries(within))
+            .where(col("created_date").is_(exp.null()).not_())
+        )
+        return {
+            str(k): str(d)
+            for k, d in self.warehouse.query(self._sql(query))
+            if d and str(d) != "None"
+        }
+
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
@@ -1204,3 +1414,62 @@ class RunRecord:
         return (end - start).total_seconds()
 
     # -- the previous run, for alerts (read-only) ----------------------------------------------
+
+
+# -- schema upgrades ----------------------------------------------------------------------------
+
+
+class UpgradePhase(StrEnum):
+    """Where ``schemas upgrade`` stands (the ``phase`` column of ``schema_upgrades``)::
+
+    marked --(schema deleted)--> deleted --(created again)--> recreated
+      --(replay run started)--> replaying --(nothing left to replay)--> done
+    """
+
+    MARKED = "marked"
+    """Confirmed; every sent row of the schema is marked ``replay``; not deleted yet."""
+    DELETED = "deleted"
+    RECREATED = "recreated"
+    REPLAYING = "replaying"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class SchemaUpgrade:
+    """One entry of ``schema_upgrades``: an upgrade's state in one Voyado environment."""
+
+    schema_id: str
+    base_url: str
+    phase: str
+    run_id: str
+    #: Rows marked for replay (the interactions the delete destroys that voyado-sync sent).
+    planned: int
+    deleted_with_schema: int
+    #: The schema as Voyado held it before, and as the project defines it (JSON).
+    old_definition: str
+    new_definition: str
+    started_at: str
+    updated_at: str
+    message: str = ""
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> SchemaUpgrade:
+        def text(name: str) -> str:
+            return str(values.get(name) or "")
+
+        return cls(
+            schema_id=text("schema_id"),
+            base_url=text("base_url"),
+            phase=text("phase"),
+            run_id=text("run_id"),
+            planned=int(values.get("planned") or 0),
+            deleted_with_schema=int(values.get("deleted_with_schema") or 0),
+            old_definition=text("old_definition"),
+            new_definition=text("new_definition"),
+            started_at=text("started_at"),
+            updated_at=text("updated_at"),
+            message=text("message"),
+        )
+
+    def at(self, phase: UpgradePhase, *, message: str = "") -> SchemaUpgrade:
+        return dataclasses.replace(self, phase=phase, updated_at=utc_now(), message=message)

@@ -10,6 +10,7 @@ sender, and no ledger writes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ class Plan:
     ledger_exists: bool = True
     #: Seconds Voyado may take to list what it stored (settings.DEFAULT_LISTING_LAG).
     lag: float = 10.0
+    #: A schema upgrade's replay (upgrade.py): rows the ledger holds a createdDate for are
+    #: sent with it, their original, instead of a new journal time.
+    keep_created_dates: bool = False
     #: This model's rows whose outcome is unknown, looked up again at the end.
     unknown: list[verify.Unknown] = field(default_factory=list)
 
@@ -231,6 +235,17 @@ async def _prepare_page(
                     )
                 )
         ready = still
+    if plan.keep_created_dates and ready:
+        recorded = await plan.db(
+            plan.ledger.recorded_created_dates,
+            model.model,
+            model.schema_id,
+            [c.row.ref.row_key for c in ready if c.row.prev_status is not None],
+        )
+        ready = [
+            dataclasses.replace(c, created=recorded.get(c.row.ref.row_key, c.created))
+            for c in ready
+        ]
     prepared = [
         prepare.prepared(
             model,

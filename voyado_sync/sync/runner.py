@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Mapping
 
 from voyado_sync import __version__, settings
 from voyado_sync.dbt_status import read_build_status
@@ -35,6 +36,7 @@ from voyado_sync.state import (
     LOCK_RENEW_SECONDS,
     Ledger,
     RunStatus,
+    SchemaUpgrade,
     environment_of,
     new_run_id,
     utc_now,
@@ -55,8 +57,17 @@ DRY_RUN_PAGE = 5000
 _log = logging.getLogger("voyado_sync")
 
 
-def run(options: RunOptions, *, progress: ProgressCallback | None = None) -> SyncResult:
-    """Run one sync; raise VoyadoSyncError subclasses when it cannot run at all."""
+def run(
+    options: RunOptions,
+    *,
+    progress: ProgressCallback | None = None,
+    upgrading: str | None = None,
+) -> SyncResult:
+    """Run one sync; raise VoyadoSyncError subclasses when it cannot run at all.
+
+    ``upgrading``: the schema id whose upgrade this run replays (upgrade.py). Models of a
+    schema with an unfinished upgrade are held, except this one's; its rows are sent with
+    the createdDate the ledger recorded."""
     check_rate(options.rate, options.concurrency)
     project = load_project(options)
     connection = None if options.dry_run else connection_from_env(options.base_url)
@@ -65,7 +76,9 @@ def run(options: RunOptions, *, progress: ProgressCallback | None = None) -> Syn
     opened: list[Warehouse] = []
     try:
         with signals_to(stop):
-            return asyncio.run(_run(options, project, connection, stop, db, opened, progress))
+            return asyncio.run(
+                _run(options, project, connection, stop, db, opened, progress, upgrading)
+            )
     finally:
         for warehouse in opened:
             db.run(warehouse.close)
@@ -80,6 +93,7 @@ async def _run(
     db: WarehouseThread,
     opened: list[Warehouse],
     progress: ProgressCallback | None,
+    upgrading: str | None = None,
 ) -> SyncResult:
     warehouse = await db(open_warehouse, options)
     opened.append(warehouse)
@@ -136,7 +150,19 @@ async def _run(
                 if why:
                     result.fatal, result.fatal_kind = why, "RetryableApiError"
                 else:
-                    await _real_run(options, ledger, db, stop, client, models, result, progress)
+                    held = await db(ledger.unfinished_upgrades, connection.base_url)
+                    _hold_upgrading(models, result, held, upgrading)
+                    await _real_run(
+                        options,
+                        ledger,
+                        db,
+                        stop,
+                        client,
+                        models,
+                        result,
+                        progress,
+                        replaying=upgrading is not None,
+                    )
             except FatalApiError as exc:
                 result.fatal, result.fatal_kind = str(exc), error_kind(exc)
             result.requests = client.stats.as_dict()
@@ -180,9 +206,13 @@ async def _real_run(
     models: list[InteractionModel],
     result: SyncResult,
     progress: ProgressCallback | None,
+    *,
+    replaying: bool = False,
 ) -> None:
     # Check every schema before sending anything: drift stops only its model.
     for i, (model, res) in enumerate(zip(models, result.synced, strict=True)):
+        if res.error:  # held (an unfinished schema upgrade): not even its schema is touched
+            continue
         check = await check_schema(client, model)
         res.schema_created, res.error = check.created, check.error
         models[i] = dataclasses.replace(model, stored_json_schema=check.stored)
@@ -205,6 +235,7 @@ async def _real_run(
         clock=JournalClock(),
         progress=progress,
         lag=options.lag(),
+        keep_created_dates=replaying,
     )
     try:
         for model, res in zip(models, result.synced, strict=True):
@@ -214,6 +245,27 @@ async def _real_run(
     finally:
         if sender.calibration.warning:
             result.warnings.append(sender.calibration.warning)
+
+
+def _hold_upgrading(
+    models: list[InteractionModel],
+    result: SyncResult,
+    held: Mapping[str, SchemaUpgrade],
+    upgrading: str | None,
+) -> None:
+    """While ``schemas upgrade`` of a schema is unfinished, nothing is sent to it but by the
+    upgrade's own replay: a row sent now would be deleted with the schema, or sent with a new
+    createdDate instead of its original one."""
+    for model, res in zip(models, result.synced, strict=True):
+        upgrade = held.get(model.schema_id)
+        if upgrade is None or model.schema_id == upgrading:
+            continue
+        res.error = (
+            f"held: the upgrade of interaction schema {model.schema_id} (started "
+            f"{upgrade.started_at}, at step {upgrade.phase}) is unfinished, so nothing is sent "
+            "to it. Finish it with `voyado-sync schemas upgrade "
+            f"{model.schema_id}`; then `voyado-sync run` sends its new rows."
+        )
 
 
 async def _dry_run(

@@ -1,0 +1,473 @@
+"""``voyado-sync schemas upgrade``: change a schema in place, keeping its id and its history.
+
+Voyado cannot update an interaction schema, and deleting one deletes every interaction stored
+under it. The seed's way to change one anyway (for example to make a property segmentable)
+while keeping its id is five steps, carried out here from what voyado-sync already holds:
+
+1. check the history is saved: every row the ledger holds as sent under the schema is still a
+   row of a model that uses it (same model, same key), or the upgrade is refused with the
+   number of interactions that would be lost for good;
+2. confirm: the schema id typed (or ``--confirm-delete``) and the automations triggered by it
+   paused (or ``--automations-paused``);
+3. delete the schema; 4. create it again from the project under the same id;
+5. replay every previously sent row with its original createdDate, through the normal sync
+   pipeline (journaled, reconciled, paced, contacts looked up as in any run).
+
+Exactly once and resumable. The progress is a journal in the ledger (``schema_upgrades``,
+:class:`~voyado_sync.state.UpgradePhase`), and the rows to replay are marked ``replay`` in
+``deliveries`` before the DELETE leaves. A run again after a crash at any moment reads the
+ledger and Voyado's schema to decide the next step::
+
+    marked    + schema as before      -> delete
+    marked    + schema absent         -> (it was deleted) create
+    marked/deleted + schema as the project's -> (it was created) replay
+    deleted   + schema absent         -> create
+    recreated + schema as the project's -> replay what is left (rows in flight are
+                                          reconciled first, as after any crash)
+
+While an upgrade is unfinished, ``run`` sends nothing to that schema (sync/runner.py).
+Never prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from voyado_sync.exceptions import SchemaRefused, StateError
+from voyado_sync.project import open_warehouse, opened
+from voyado_sync.schema_ops import _with_client
+from voyado_sync.schemas import Change, diff_schemas
+from voyado_sync.settings import RunOptions, connection_from_env
+from voyado_sync.spec import InteractionModel
+from voyado_sync.state import (
+    Ledger,
+    SchemaUpgrade,
+    UpgradePhase,
+    environment_of,
+    new_run_id,
+    utc_now,
+)
+from voyado_sync.sync.result import ProgressCallback, SyncResult
+from voyado_sync.voyado import VoyadoClient
+
+__all__ = ["UpgradePlan", "UpgradeResult", "apply_upgrade", "plan_upgrade"]
+
+
+@dataclass(frozen=True)
+class UpgradePlan:
+    """What ``schemas upgrade`` would do; built from the ledger (SELECTs only) and GETs."""
+
+    schema_id: str
+    base_url: str
+    models: tuple[str, ...]
+    generated: dict[str, Any]
+    voyado: dict[str, Any] | None
+    changes: tuple[Change, ...]
+    #: Rows the ledger holds as sent under the schema: what the delete destroys.
+    sent: int
+    #: Of those, rows no model row holds any more: lost for good if the schema is deleted.
+    lost: int
+    #: An upgrade of this schema a previous call left unfinished (resumed, not started).
+    unfinished: SchemaUpgrade | None
+    #: Rows an unfinished upgrade has still to replay, by ledger status.
+    awaiting: dict[str, int]
+    rate: float
+    #: Why it cannot go ahead; empty when it can (given the confirmations).
+    refusal: str = ""
+
+    @property
+    def to_replay(self) -> int:
+        if self.unfinished is not None:
+            return sum(self.awaiting.values())
+        return self.sent
+
+    @property
+    def deletes(self) -> bool:
+        """Whether the schema is still to be deleted."""
+        return self.unfinished is None or (
+            self.unfinished.phase == UpgradePhase.MARKED and self.voyado is not None
+        )
+
+    @property
+    def replay_seconds(self) -> float:
+        """At the configured rate, one POST per row (contact lookups not yet cached come on
+        top, one per distinct identifier)."""
+        return self.to_replay / self.rate if self.rate > 0 else math.inf
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema_id": self.schema_id,
+            "models": list(self.models),
+            "changes": [
+                {
+                    "property": c.property,
+                    "kind": c.kind,
+                    "detail": c.detail,
+                    "classification": c.classification,
+                }
+                for c in self.changes
+            ],
+            "resuming": self.unfinished.phase if self.unfinished else None,
+            "deleted_with_schema": self.sent if self.deletes else 0,
+            "to_replay": self.to_replay,
+            "replay_seconds": round(self.replay_seconds, 1),
+            "rate": self.rate,
+            "lost": self.lost,
+            "refusal": self.refusal or None,
+            "voyado": self.voyado,
+            "definition": self.generated,
+        }
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    """What ``schemas upgrade`` did. ``lost`` is 0 whenever it went ahead (the history check
+    refuses otherwise)."""
+
+    schema_id: str
+    deleted_with_schema: int
+    replayed: int
+    #: Rows still to replay (failed, unverified): run ``schemas upgrade`` again.
+    remaining: dict[str, int]
+    definition: dict[str, Any]
+    sync: SyncResult | None
+    lost: int = 0
+
+    @property
+    def done(self) -> bool:
+        return not self.remaining
+
+    @property
+    def exit_code(self) -> int:
+        if self.sync is not None and self.sync.exit_code == 2:
+            return 2
+        return 0 if self.done else 1
+
+    def message(self) -> str:
+        sid = self.schema_id
+        if self.done:
+            return (
+                f"Upgraded interaction schema {sid}: deleted with {self.deleted_with_schema} "
+                f"interaction(s) sent by voyado-sync, created again, {self.replayed} replayed "
+                "with their original createdDate. Automations triggered by it can be resumed."
+            )
+        left = ", ".join(f"{n} {status}" for status, n in sorted(self.remaining.items()))
+        return (
+            f"The upgrade of interaction schema {sid} is not finished: {self.replayed} "
+            f"replayed, still to replay: {left}. Run `voyado-sync schemas upgrade {sid}` again "
+            "to finish it; until then `voyado-sync run` sends nothing to it."
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema_id": self.schema_id,
+            "done": self.done,
+            "deleted_with_schema": self.deleted_with_schema,
+            "replayed": self.replayed,
+            "lost": self.lost,
+            "remaining": self.remaining,
+            "definition": self.definition,
+            "message": self.message(),
+            "replay": self.sync.as_dict() if self.sync is not None else None,
+        }
+
+
+# -- plan -------------------------------------------------------------------------------------
+
+
+def plan_upgrade(options: RunOptions, schema_id: str) -> UpgradePlan:
+    """The upgrade of ``schema_id``: differences, history, what is left of an unfinished one.
+
+    SELECTs on the ledger (no DDL) and GET requests only.
+    """
+    connection = connection_from_env(options.base_url)
+    with opened(dataclasses.replace(options, select=(), exclude=())) as (every, warehouse):
+        models = [m for m in every if m.schema_id == schema_id]
+        if not models:
+            used = sorted({m.schema_id for m in every})
+            raise SchemaRefused(
+                f"no dbt model of the project uses interaction schema {schema_id} (schema ids "
+                f"used: {', '.join(used) or 'none'}); an upgrade recreates a schema from the "
+                "models that use it. Nothing was changed."
+            )
+        generated = models[0].schema_body()
+
+        async def fetch(client: VoyadoClient) -> dict[str, Any] | None:
+            return await client.get_schema(schema_id)
+
+        voyado = _with_client(connection, options, fetch)
+        ledger = Ledger(
+            warehouse,
+            schema=options.state_schema,
+            environment=environment_of(connection.base_url),
+        )
+        unfinished: SchemaUpgrade | None = None
+        awaiting: dict[str, int] = {}
+        sent = lost = 0
+        deletes = True
+        if ledger.exists():
+            unfinished = ledger.upgrade_of(schema_id, connection.base_url)
+            if unfinished is not None and unfinished.phase == UpgradePhase.DONE:
+                unfinished = None
+            if unfinished is not None:
+                awaiting = ledger.awaiting_replay(schema_id)
+            sent, lost = ledger.history(schema_id, models)
+        refusal = ""
+        changes = tuple(diff_schemas(generated, voyado)) if voyado is not None else ()
+        if unfinished is None:
+            refusal = _refusal(schema_id, models, voyado, changes, lost, sent, ledger)
+        else:
+            deletes = unfinished.phase == UpgradePhase.MARKED and voyado is not None
+            if deletes:
+                lost = 0  # checked when it was confirmed; the rows are marked since
+    plan = UpgradePlan(
+        schema_id=schema_id,
+        base_url=connection.base_url,
+        models=tuple(m.model for m in models),
+        generated=generated,
+        voyado=voyado,
+        changes=changes,
+        sent=sent if deletes and unfinished is None else (unfinished.planned if unfinished else 0),
+        lost=lost if unfinished is None else 0,
+        unfinished=unfinished,
+        awaiting=awaiting,
+        rate=options.rate,
+        refusal=refusal,
+    )
+    return plan
+
+
+def _refusal(
+    schema_id: str,
+    models: list[InteractionModel],
+    voyado: dict[str, Any] | None,
+    changes: tuple[Change, ...],
+    lost: int,
+    sent: int,
+    ledger: Ledger,
+) -> str:
+    names = ", ".join(m.model for m in models)
+    if voyado is None:
+        return (
+            f"interaction schema {schema_id} does not exist in Voyado, so there is nothing to "
+            f"upgrade: `voyado-sync schemas push` (or the next `voyado-sync run`) creates it "
+            f"from model(s) {names}. Nothing was changed."
+        )
+    if not changes:
+        return (
+            f"interaction schema {schema_id} in Voyado already matches model(s) {names}: "
+            "nothing to upgrade. Nothing was changed."
+        )
+    if not ledger.quirks.deletes:
+        return (
+            f"schemas upgrade needs a ledger whose sent entries can be superseded (DELETE), "
+            f"which this warehouse ({ledger.dialect}) lacks; use a new schema_id instead "
+            "(see README, Changing a schema). Nothing was changed."
+        )
+    if lost:
+        return (
+            f"refused to upgrade interaction schema {schema_id}: deleting it would lose "
+            f"{lost} of the {sent} interaction(s) voyado-sync sent under it for good, because "
+            f"no row of model(s) {names} has their key any more, so they cannot be sent "
+            "again. Restore those rows in the model(s), or keep the history under the old "
+            "schema and use a new schema_id with first_run: backfill (README, Changing a "
+            "schema). Nothing was changed."
+        )
+    return ""
+
+
+# -- apply ------------------------------------------------------------------------------------
+
+
+def apply_upgrade(
+    plan: UpgradePlan,
+    options: RunOptions,
+    *,
+    confirm: str | None,
+    automations_paused: bool,
+    progress: ProgressCallback | None = None,
+) -> UpgradeResult:
+    """Carry out (or resume) the upgrade of ``plan``.
+
+    A new upgrade needs ``confirm`` equal to the schema id and ``automations_paused``; an
+    unfinished one was confirmed when it started and is finished without asking again.
+    Raises SchemaRefused (nothing changed, or, while resuming, nothing more) otherwise.
+    """
+    sid = plan.schema_id
+    if plan.refusal:
+        raise SchemaRefused(plan.refusal)
+    if plan.unfinished is None:
+        missing = []
+        if confirm != sid:
+            missing.append(
+                f"type the schema id at the prompt or pass --confirm-delete {sid}"
+                + ("" if confirm is None else f" (got {confirm!r})")
+            )
+        if not automations_paused:
+            missing.append(
+                f"pause the automations triggered by new {sid} interactions (so that contacts "
+                "do not enter them again when the history is replayed), then confirm at the "
+                "prompt or pass --automations-paused"
+            )
+        if missing:
+            raise SchemaRefused(
+                f"the upgrade of interaction schema {sid} was not confirmed: "
+                + "; ".join(missing)
+                + ". Nothing was changed."
+            )
+    connection = connection_from_env(options.base_url)
+    run_id = new_run_id()
+    upgrade = _prepare(plan, options, run_id, connection.base_url)
+    deleted = upgrade.deleted_with_schema
+    models = plan.models
+
+    from voyado_sync.sync import runner
+
+    replay_options = dataclasses.replace(options, select=models, exclude=(), dry_run=False)
+    sync = runner.run(replay_options, progress=progress, upgrading=sid)
+
+    remaining = _finish(options, upgrade, sync)
+    replayed = max(0, upgrade.planned - sum(remaining.values()))
+    return UpgradeResult(
+        schema_id=sid,
+        deleted_with_schema=deleted,
+        replayed=replayed,
+        remaining=remaining,
+        definition=plan.generated,
+        sync=sync,
+    )
+
+
+def _prepare(plan: UpgradePlan, options: RunOptions, run_id: str, base_url: str) -> SchemaUpgrade:
+    """Steps 1 to 4 (under the ledger's lock): mark, delete, create. Returns the upgrade as
+    recorded, ready to replay."""
+    sid = plan.schema_id
+    generated = plan.generated
+    warehouse = open_warehouse(options)
+    ledger = Ledger(warehouse, schema=options.state_schema, environment=environment_of(base_url))
+    try:
+        ledger.ensure()
+        ledger.acquire_lock(run_id)
+        try:
+            upgrade = ledger.upgrade_of(sid, base_url)
+            if upgrade is None or upgrade.phase == UpgradePhase.DONE:
+                upgrade = _start(plan, options, ledger, run_id, base_url)
+            started: SchemaUpgrade = upgrade
+
+            def record(phase: UpgradePhase, message: str = "") -> None:
+                nonlocal started
+                started = started.at(phase, message=message)
+                ledger.record_upgrade(started)
+
+            old = json.loads(started.old_definition) if started.old_definition else {}
+
+            async def work(client: VoyadoClient) -> None:
+                current = await client.get_schema(sid)
+                if started.phase == UpgradePhase.MARKED:
+                    if current is not None and not diff_schemas(generated, current):
+                        record(UpgradePhase.DELETED, "found created again")
+                    elif current is not None and old and not diff_schemas(old, current):
+                        await client.delete_schema(sid)
+                        current = None
+                        record(UpgradePhase.DELETED)
+                    elif current is None:
+                        record(UpgradePhase.DELETED, "found deleted")
+                    else:
+                        raise SchemaRefused(_changed(sid, current, generated))
+                if started.phase == UpgradePhase.DELETED:
+                    if current is None:
+                        await client.create_schema(generated)
+                        record(UpgradePhase.RECREATED)
+                    elif not diff_schemas(generated, current):
+                        record(UpgradePhase.RECREATED, "found created")
+                    else:
+                        raise SchemaRefused(_changed(sid, current, generated))
+                elif started.phase in (UpgradePhase.RECREATED, UpgradePhase.REPLAYING) and (
+                    current is None or diff_schemas(generated, current)
+                ):
+                    raise SchemaRefused(
+                        f"the upgrade of interaction schema {sid} was replaying, but the "
+                        "schema in Voyado is "
+                        + ("gone" if current is None else "not the project's any more")
+                        + ": someone deleted or changed it, or the model's meta.voyado "
+                        "changed since. Restore the definition the upgrade created (see "
+                        "`voyado-sync schemas diff`) and run `voyado-sync schemas upgrade "
+                        f"{sid}` again."
+                    )
+
+            _with_client(connection_from_env(options.base_url), options, work)
+            return started
+        finally:
+            ledger.release_lock(run_id)
+    finally:
+        warehouse.close()
+
+
+def _start(
+    plan: UpgradePlan, options: RunOptions, ledger: Ledger, run_id: str, base_url: str
+) -> SchemaUpgrade:
+    """Step 1 again under the lock, then mark the history for replay and record it."""
+    if plan.voyado is None:
+        raise SchemaRefused(plan.refusal or f"interaction schema {plan.schema_id} is gone")
+    with opened(dataclasses.replace(options, select=plan.models, exclude=())) as (models, _):
+        wanted = [m for m in models if m.schema_id == plan.schema_id]
+        sent, lost = ledger.history(plan.schema_id, wanted)
+    if lost:
+        raise SchemaRefused(
+            _refusal(plan.schema_id, wanted, plan.voyado, plan.changes, lost, sent, ledger)
+        )
+    marked = ledger.mark_for_replay(plan.schema_id, run_id=run_id)
+    now = utc_now()
+    upgrade = SchemaUpgrade(
+        schema_id=plan.schema_id,
+        base_url=base_url,
+        phase=UpgradePhase.MARKED,
+        run_id=run_id,
+        planned=marked,
+        deleted_with_schema=marked,
+        old_definition=json.dumps(plan.voyado, sort_keys=True),
+        new_definition=json.dumps(plan.generated, sort_keys=True),
+        started_at=now,
+        updated_at=now,
+    )
+    ledger.record_upgrade(upgrade)
+    return upgrade
+
+
+def _finish(options: RunOptions, upgrade: SchemaUpgrade, sync: SyncResult) -> dict[str, int]:
+    """Step 5's end: done when no row of the schema is left to replay."""
+    warehouse = open_warehouse(options)
+    ledger = Ledger(
+        warehouse, schema=options.state_schema, environment=environment_of(upgrade.base_url)
+    )
+    run_id = new_run_id()
+    try:
+        ledger.acquire_lock(run_id)
+        try:
+            remaining = ledger.awaiting_replay(upgrade.schema_id)
+            current = ledger.upgrade_of(upgrade.schema_id, upgrade.base_url)
+            if current is None:
+                raise StateError(f"the upgrade of {upgrade.schema_id} vanished from the ledger")
+            if not remaining and current.phase != UpgradePhase.DONE:
+                ledger.record_upgrade(current.at(UpgradePhase.DONE))
+            elif remaining and current.phase != UpgradePhase.REPLAYING:
+                ledger.record_upgrade(current.at(UpgradePhase.REPLAYING, message=sync.run_id))
+            return remaining
+        finally:
+            ledger.release_lock(run_id)
+    finally:
+        warehouse.close()
+
+
+def _changed(schema_id: str, current: dict[str, Any], generated: dict[str, Any]) -> str:
+    drift = "; ".join(str(c) for c in diff_schemas(generated, current))
+    return (
+        f"interaction schema {schema_id} changed in Voyado since the upgrade started (it is "
+        f"neither the definition it had nor the project's: {drift}), so nothing more was "
+        "done. Check `voyado-sync schemas diff`, then run `voyado-sync schemas upgrade "
+        f"{schema_id}` again."
+    )
