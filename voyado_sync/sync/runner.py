@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from voyado_sync import __version__
 from voyado_sync.dbt_status import read_build_status
@@ -29,6 +30,7 @@ from voyado_sync.sync import stage
 from voyado_sync.sync.contacts import ContactResolver, OfflineResolver
 from voyado_sync.sync.deliver import DrySender, VoyadoSender
 from voyado_sync.sync.lifecycle import Stop, WarehouseThread, signals_to
+from voyado_sync.sync.mirror import Deleter
 from voyado_sync.sync.pipeline import Plan, sync_model
 from voyado_sync.sync.preflight import unreachable
 from voyado_sync.sync.prepare import JournalClock
@@ -181,6 +183,15 @@ async def _real_run(
         clock=JournalClock(),
         progress=progress,
         lag=options.lag(),
+        **_guard_options(options),
+        deleter=Deleter(
+            client=client,
+            db=db,
+            ledger=ledger,
+            stop=stop,
+            run_id=result.run_id,
+            page_size=_page_size(options),
+        ),
     )
     try:
         for model, res in zip(models, result.synced, strict=True):
@@ -218,6 +229,7 @@ async def _dry_run(
             dry_run=True,
             clock=lambda: f"<time of sending, e.g. {now}>",
             ledger_exists=exists,
+            **_guard_options(options),
         )
         await sync_model(plan, model, res)
         res.samples = sender.samples
@@ -295,6 +307,14 @@ def _broken(project: Project, name: str, problems: list[ConfigProblem]) -> Model
         error=f"not synced: {text}",
         problems=[{"model": p.model, "key": p.key, "message": p.message} for p in problems],
     )
+
+
+def _guard_options(options: RunOptions) -> dict[str, Any]:
+    return {
+        "first_run": options.first_run,
+        "allow_mass_send": frozenset(options.allow_mass_send),
+        "allow_mass_delete": frozenset(options.allow_mass_delete),
+    }
 
 
 def _page_size(options: RunOptions) -> int:
