@@ -73,9 +73,10 @@ def _pending(
     *,
     retry_rejected: bool = False,
     page_size: int = 1000,
+    environment: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the diff steps into staging tables and read every page, as the engine does."""
-    pend = _stage(con, model, retry_rejected=retry_rejected)
+    pend = _stage(con, model, retry_rejected=retry_rejected, environment=environment)
     used = model.columns_used
     out: list[dict[str, Any]] = []
     after = 0
@@ -105,6 +106,7 @@ def _stage(
     *,
     retry_rejected: bool = False,
     filter_by_keys: bool | None = None,
+    environment: str | None = None,
 ) -> Any:
     """The engine's three steps; ``filter_by_keys`` None decides as the engine does."""
     source, ledger = diff.source_table(model), diff.table("deliveries", LEDGER_SCHEMA)
@@ -112,7 +114,9 @@ def _stage(
         diff.table(diff.staged_name(model, s), LEDGER_SCHEMA) for s in diff.STAGING_STEPS
     )
     for sql in diff.create_sql(
-        keys, diff.unsent_keys_select(model=model, source=source, ledger=ledger), "duckdb"
+        keys,
+        diff.unsent_keys_select(model=model, source=source, ledger=ledger, environment=environment),
+        "duckdb",
     ):
         con.execute(sql)
     if filter_by_keys is None:
@@ -120,7 +124,11 @@ def _stage(
         selected = con.execute(diff.count_sql(source, "duckdb")).fetchone()
         filter_by_keys = unsent < selected
     candidates = diff.candidates_select(
-        model=model, source=source, ledger=ledger, keys=keys if filter_by_keys else None
+        model=model,
+        source=source,
+        ledger=ledger,
+        keys=keys if filter_by_keys else None,
+        environment=environment,
     )
     for sql in diff.create_sql(cand, candidates, "duckdb"):
         con.execute(sql)
@@ -137,18 +145,21 @@ def _record(
     status: str,
     *,
     model_name: str | None = None,
+    schema_id: str | None = None,
+    environment: str | None = None,
 ) -> None:
     con.execute(
         f"INSERT INTO {LEDGER_SCHEMA}.deliveries "
-        "(model, schema_id, row_key, content_hash, status, first_seen_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "(model, schema_id, row_key, content_hash, status, first_seen_at, environment) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
             model_name or model.model,
-            model.schema_id,
+            schema_id or model.schema_id,
             row["key"],
             row["group_hash"],
             status,
             "2024-01-01T00:00:00.000Z",
+            environment,
         ],
     )
 
@@ -217,12 +228,25 @@ def test_ledger_status_decides_what_is_pending(
         assert again["rating"] == (4 if content_changed else 5)
 
 
-def test_ledger_rows_of_another_model_do_not_count(con: duckdb.DuckDBPyConnection) -> None:
+def test_a_row_is_its_schema_and_key_not_its_model_name(con: duckdb.DuckDBPyConnection) -> None:
     model = _model()
     _source(con, model, [(1, "c1", 5)])
     (row,) = _pending(con, model)
-    _record(con, model, row, "sent", model_name="other_model")
+    _record(con, model, row, "sent", schema_id="otherSchema")
     assert [r["review_id"] for r in _pending(con, model)] == [1]
+    _record(con, model, row, "sent", model_name="the_model_before_its_rename")
+    assert _pending(con, model) == []
+
+
+def test_rows_sent_to_another_voyado_are_pending_here(con: duckdb.DuckDBPyConnection) -> None:
+    model = _model()
+    _source(con, model, [(1, "c1", 5), (2, "c2", 4)])
+    one, two = _pending(con, model)
+    _record(con, model, one, "sent", environment="https://staging.example")
+    _record(con, model, two, "sent")  # before ledger version 3: no environment
+    prod = "https://prod.example"
+    assert [r["review_id"] for r in _pending(con, model, environment=prod)] == [1]
+    assert _pending(con, model, environment="https://staging.example") == []
 
 
 def test_duplicated_key_yields_one_pending_row_with_its_count(
@@ -366,7 +390,7 @@ def test_with_or_without_the_keys_filter_the_same_rows_are_pending(
         (4, diff.IN_FLIGHT),
     ):
         _record(con, model, first[review_id], status)
-    _record(con, model, first[5], diff.SENT, model_name="other_model")
+    _record(con, model, first[5], diff.SENT, schema_id="otherSchema")
 
     def read(filter_by_keys: bool) -> list[tuple[Any, ...]]:
         pend = _stage(con, model, filter_by_keys=filter_by_keys)

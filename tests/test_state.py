@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from voyado_sync.state import DELIVERY_COLUMNS, Delivery, Ledger
+from voyado_sync.state import DELIVERY_COLUMNS, Delivery, Ledger, environment_of
 from voyado_sync.warehouse.base import Warehouse
 
 
@@ -88,8 +88,8 @@ def stored(ledger: Ledger) -> dict[tuple[str, str], Delivery]:
     out = {}
     for row in rows:
         d = Delivery(**dict(zip(DELIVERY_COLUMNS, row, strict=True)))
-        assert (d.model, d.row_key) not in out, f"row {d.row_key} stored twice"
-        out[(d.model, d.row_key)] = d
+        assert (d.schema_id, d.row_key) not in out, f"row {d.row_key} stored twice"
+        out[(d.schema_id, d.row_key)] = d
     return out
 
 
@@ -99,11 +99,11 @@ def test_writes_store_every_value_as_given_and_replace_earlier_states(ledger: Le
     journal = [
         delivery("a", request_body=body, contact_id="c-1", created_date="2026-01-01T00:00:00Z"),
         delivery("b", reason=awkward),
-        delivery("c", model="model.shop.repairs"),  # same key, another model: kept apart
-        delivery("a", model="model.shop.repairs"),
+        delivery("c", schema_id="repair"),  # same key, another schema: kept apart
+        delivery("a", schema_id="repair", model="model.shop.repairs"),
     ]
     ledger.write(journal)
-    assert stored(ledger) == {(d.model, d.row_key): d for d in journal}
+    assert stored(ledger) == {(d.schema_id, d.row_key): d for d in journal}
     assert len(ledger.in_flight("model.shop.reviews", "review")) == 2
 
     outcome = [
@@ -111,12 +111,34 @@ def test_writes_store_every_value_as_given_and_replace_earlier_states(ledger: Le
         delivery("b", "rejected", http_status=400, error_code="InvalidModel", reason=awkward),
     ]
     ledger.write(outcome)
-    reviews = {d.row_key: d for d in ledger.problems() if d.model == "model.shop.reviews"}
+    reviews = {d.row_key: d for d in ledger.problems() if d.schema_id == "review"}
     assert reviews == {"b": outcome[1]}
-    repairs = ledger.in_flight("model.shop.repairs", "review")
+    repairs = ledger.in_flight("model.shop.repairs", "repair")
     assert sorted(d.row_key for d in repairs) == ["a", "c"]
     assert ledger.sent_ids("review", ["c-1"]) == {"i-1"}
     assert len(ledger.warehouse.query('SELECT * FROM "voyado_sync"."deliveries"')) == 4
+
+
+def test_a_row_is_its_schema_and_key_in_one_environment(tmp_path: Path) -> None:
+    """A renamed model's rows are the same rows; another Voyado's rows are not."""
+    warehouse = RawDuckDB(tmp_path / "env.duckdb", array_params=True)
+    staging = Ledger(warehouse, environment=environment_of("https://acme.staging.voyado.com/"))
+    staging.ensure()
+    staging.write([delivery("a", "sent", interaction_id="i-1"), delivery("b")])
+    renamed = Ledger(warehouse, environment=environment_of("HTTPS://Acme.Staging.voyado.com:443"))
+    assert [d.row_key for d in renamed.in_flight("model.shop.reviews_v2", "review")] == ["b"]
+    production = Ledger(warehouse, environment=environment_of("https://acme.voyado.com/api/v3"))
+    assert production.in_flight("model.shop.reviews", "review") == []
+    assert production.sent_count("review") == 0
+    assert renamed.sent_count("review") == 1
+    warehouse.close()
+
+
+def test_environment_of_spells_one_voyado_one_way() -> None:
+    assert environment_of("https://Acme.voyado.com:443/") == "https://acme.voyado.com"
+    assert environment_of("https://acme.voyado.com/api/v3/") == "https://acme.voyado.com"
+    assert environment_of("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    assert environment_of("https://acme.voyado.com") != environment_of("https://acme2.voyado.com")
 
 
 def test_a_column_that_is_null_in_every_row_is_written(ledger: Ledger) -> None:

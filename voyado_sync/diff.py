@@ -13,7 +13,8 @@ a no-op run costs one narrow anti-join:
 3. ``pending``: among the candidates, one row per key with its duplicate count, minus keys that
    were rejected before with unchanged content, numbered for paging.
 
-Keys are ``md5`` of the unique key columns cast to text, with ``\\`` and ``|`` escaped and NULL
+Keys are ``md5`` of the unique key columns' canonical text (:func:`canonical_text`: the
+value, whatever its type's width or the session's time zone), with ``\\`` and ``|`` escaped and NULL
 spelled ``\\N``, joined by ``|``: (1, NULL) and (NULL, 1) differ, and so do ("a|b", "c") and
 ("a", "b|c"). The content hash covers every mapped column the same way.
 """
@@ -21,13 +22,22 @@ spelled ``\\N``, joined by ``|``: (1, NULL) and (NULL, 1) differ, and so do ("a|
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 
 from sqlglot import exp
 
 from voyado_sync.spec import InteractionModel
 from voyado_sync.sqlexpr import col, ident, lit, table  # noqa: F401 - table: used by bench
-from voyado_sync.state import DELIVERY_COLUMNS, DONE, RETRYABLE, Status, latest_entries
+from voyado_sync.state import (
+    DELIVERY_COLUMNS,
+    DELIVERY_IDENTITY,
+    DONE,
+    RETRYABLE,
+    Status,
+    environment_scope,
+    latest_entries,
+)
 from voyado_sync.warehouse.dialects import relation_table
 
 ROW_KEY = "__vs_row_key"
@@ -59,15 +69,73 @@ def _escaped(value: exp.Expr) -> exp.Expr:
     return exp.func("replace", doubled, lit("|"), lit("\\|"))
 
 
-def hash_of(columns: Sequence[str], table_alias: str | None = None) -> exp.Expression:
-    """md5 over the text of each column, NULL-safe, order-sensitive and unambiguous."""
+_INTEGER = re.compile(
+    r"^(u?tinyint|u?smallint|u?integer|u?int|u?bigint|u?hugeint|int\d*|long|short|byte|serial"
+    r"|bigserial|smallserial|integer\(.*\))$"
+)
+_FLOAT = re.compile(r"^(float\d*|double( precision)?|real|binary_(float|double))$")
+_DECIMAL = re.compile(r"^(decimal|numeric|number|bignumeric|dec)\b")
+_TEMPORAL = re.compile(r"^(date|datetime|timestamp)")
+_ZONED = re.compile(r"(with time zone|timestamptz|timestamp_tz|timestamp_ltz)")
+#: Scale floats are compared at: beyond it, two float keys are the same key.
+FLOAT_KEY_SCALE = 9
+
+
+def _trim_zeros(text: exp.Expr) -> exp.Expr:
+    """``1.5000`` -> ``1.5``, ``5.000`` -> ``5``; text without a point is left as it is."""
+    zeros = exp.Trim(this=text.copy(), expression=lit("0"), position="TRAILING")
+    trimmed = exp.Trim(this=zeros, expression=lit("."), position="TRAILING")
+    has_point = exp.StrPosition(this=text.copy(), substr=lit(".")) > exp.Literal.number(0)
+    return exp.Case(ifs=[exp.If(this=has_point, true=trimmed)], default=text.copy())
+
+
+def canonical_text(value: exp.Expr, data_type: str | None) -> exp.Expr:
+    """The text of a column value that a change of its type or of the session's time zone
+    does not change: the value, not its spelling.
+
+    Integers and strings are cast to text as they always were. Decimals and floats are
+    written without trailing zeros (``5``, ``5.0``, ``5.00`` are one value; floats at
+    :data:`FLOAT_KEY_SCALE` decimals). Dates and timestamps become the UTC instant as a
+    timestamp, and a midnight one is written as its date (a ``DATE`` widened to ``TIMESTAMP``
+    keeps its text). Zoned timestamps are converted to UTC first; the session also runs in
+    UTC (warehouse/adapter.py) for the engines whose timestamps are session-local (Spark).
+    """
+    as_text = exp.DataType.build("varchar")
+    t = " ".join((data_type or "").strip().lower().split())
+    if not t or _INTEGER.match(t):
+        return exp.cast(value, as_text)
+    if _FLOAT.match(t):
+        exact = exp.cast(value, exp.DataType.build(f"decimal(38, {FLOAT_KEY_SCALE})"))
+        return _trim_zeros(exp.cast(exact, as_text))
+    if _DECIMAL.match(t):
+        return _trim_zeros(exp.cast(value, as_text))
+    if _TEMPORAL.match(t):
+        utc = exp.AtTimeZone(this=value, zone=lit("UTC")) if _ZONED.search(t) else value
+        stamp = exp.cast(utc, exp.DataType.build("timestamp"))
+        day = exp.cast(stamp.copy(), exp.DataType.build("date"))
+        midnight = exp.cast(day.copy(), exp.DataType.build("timestamp")).eq(stamp.copy())
+        return exp.Case(
+            ifs=[exp.If(this=midnight, true=exp.cast(day.copy(), as_text))],
+            default=exp.cast(stamp.copy(), as_text),
+        )
+    return exp.cast(value, as_text)
+
+
+def hash_of(
+    columns: Sequence[str],
+    table_alias: str | None = None,
+    types: Sequence[str | None] | None = None,
+) -> exp.Expression:
+    """md5 over the canonical text of each column (``types``: each column's warehouse type,
+    see :func:`canonical_text`), NULL-safe, order-sensitive and unambiguous."""
     parts: list[exp.Expression] = []
     for i, name in enumerate(columns):
         if i:
             parts.append(lit("|"))
+        data_type = types[i] if types is not None else None
         parts.append(
             exp.Coalesce(
-                this=_escaped(exp.cast(col(name, table_alias), exp.DataType.build("varchar"))),
+                this=_escaped(canonical_text(col(name, table_alias), data_type)),
                 expressions=[lit(NULL_TOKEN)],
             )
         )
@@ -75,6 +143,21 @@ def hash_of(columns: Sequence[str], table_alias: str | None = None) -> exp.Expre
     for part in parts[1:]:
         text = exp.DPipe(this=text, expression=part, safe=True)
     return exp.MD5(this=text)
+
+
+def type_of(model: InteractionModel, column: str) -> str | None:
+    """The warehouse type of one of the model's columns (case-insensitively), if known."""
+    types = model.column_types
+    if column in types:
+        return types[column]
+    folded = {name.lower(): t for name, t in types.items()}
+    return folded.get(column.lower())
+
+
+def row_key(model: InteractionModel, table_alias: str | None = None) -> exp.Expression:
+    """The row key of each model row: see the module docstring."""
+    keys = model.unique_key
+    return hash_of(keys, table_alias, [type_of(model, c) for c in keys])
 
 
 def content_columns(model: InteractionModel) -> list[str]:
@@ -108,7 +191,15 @@ def staged_name(model: InteractionModel | str, step: str, run_id: str | None = N
     return name
 
 
-_LEDGER_COLUMNS = ("model", "schema_id", "row_key", "status", "content_hash", "first_seen_at")
+_LEDGER_COLUMNS = (
+    "model",
+    "schema_id",
+    "row_key",
+    "status",
+    "content_hash",
+    "first_seen_at",
+    "environment",
+)
 
 
 def empty_ledger(columns: Sequence[str] = _LEDGER_COLUMNS) -> exp.Subquery:
@@ -131,27 +222,27 @@ def empty_ledger(columns: Sequence[str] = _LEDGER_COLUMNS) -> exp.Subquery:
 def _latest(
     ledger: exp.Table | exp.Subquery,
     model: InteractionModel,
+    environment: str | None,
     keys: exp.Expr | None = None,
     *,
     columns: Sequence[str] = _LEDGER_COLUMNS,
 ) -> exp.Expr:
-    """The ledger's current entry of each key of this model (alias l).
+    """The ledger's current entry of each key of this model's schema (alias l).
 
-    The ledger is a journal (state.py): a key's latest entry is its state. Only this model's
-    entries, and with ``keys`` only those keys, are ranked.
+    The ledger is a journal (state.py): a key's latest entry is its state. Only the entries of
+    this schema_id about this Voyado environment, and with ``keys`` only those keys, are ranked.
+    A row's identity is (environment, schema_id, key), not the model's name: see state.py.
     """
     if isinstance(ledger, exp.Subquery):
         if tuple(columns) == _LEDGER_COLUMNS:
             return ledger.copy()  # the empty stand-in
         return empty_ledger(columns)
     where: exp.Expr = exp.and_(
-        col("model").eq(lit(model.model)), col("schema_id").eq(lit(model.schema_id))
+        col("schema_id").eq(lit(model.schema_id)), environment_scope(environment)
     )
     if keys is not None:
         where = exp.and_(where, col("row_key").isin(query=keys))
-    return latest_entries(ledger, columns, ("model", "schema_id", "row_key"), where=where).subquery(
-        ident("l")
-    )
+    return latest_entries(ledger, columns, DELIVERY_IDENTITY, where=where).subquery(ident("l"))
 
 
 def _done(alias: str | None = "l") -> exp.Expr:
@@ -159,10 +250,10 @@ def _done(alias: str | None = "l") -> exp.Expr:
     return col("status", alias).isin(*(lit(s.value) for s in DONE))
 
 
-def _ledger_entry(model: InteractionModel) -> exp.Expr:
-    """The ledger rows (alias l) of this model and schema."""
+def _ledger_entry(model: InteractionModel, environment: str | None) -> exp.Expr:
+    """The ledger rows (alias l) of this model's schema, about this Voyado environment."""
     return exp.and_(
-        col("model", "l").eq(lit(model.model)), col("schema_id", "l").eq(lit(model.schema_id))
+        col("schema_id", "l").eq(lit(model.schema_id)), environment_scope(environment, "l")
     )
 
 
@@ -172,7 +263,11 @@ def _aliased(ledger: exp.Table | exp.Subquery) -> exp.Expr:
 
 
 def unsent_keys_select(
-    *, model: InteractionModel, source: exp.Table, ledger: exp.Table | exp.Subquery
+    *,
+    model: InteractionModel,
+    source: exp.Table,
+    ledger: exp.Table | exp.Subquery,
+    environment: str | None = None,
 ) -> exp.Select:
     """Step 1: the key of every model row not yet ``sent``; one row per model row.
 
@@ -182,14 +277,16 @@ def unsent_keys_select(
     when its latest entry is sent or baselined with the content the row has now.
     """
     if model.mirror:
-        return _changed_keys_select(model=model, source=source, ledger=ledger)
-    keyed = exp.select(exp.alias_(hash_of(model.unique_key), ROW_KEY, quoted=True)).from_(source)
+        return _changed_keys_select(
+            model=model, source=source, ledger=ledger, environment=environment
+        )
+    keyed = exp.select(exp.alias_(row_key(model), ROW_KEY, quoted=True)).from_(source)
     sent = (
         exp.select(exp.Literal.number(1))
         .from_(_aliased(ledger))
         .where(
             exp.and_(
-                _ledger_entry(model),
+                _ledger_entry(model, environment),
                 _done(),
                 col("row_key", "l").eq(col(ROW_KEY, "m")),
             )
@@ -202,22 +299,32 @@ def unsent_keys_select(
     )
 
 
+def _content_hash(model: InteractionModel, alias: str | None = None) -> exp.Expression:
+    """The content hash of the model's own columns (the candidates' CONTENT_HASH)."""
+    columns = content_columns(model)
+    return hash_of(columns, alias, [type_of(model, c) for c in columns])
+
+
 def _keyed_content(model: InteractionModel, source: exp.Table) -> exp.Select:
     """Each model row's key and content hash (the same hashes the candidates carry)."""
     return exp.select(
-        exp.alias_(hash_of(model.unique_key), ROW_KEY, quoted=True),
-        exp.alias_(hash_of(content_columns(model)), CONTENT_HASH, quoted=True),
+        exp.alias_(row_key(model), ROW_KEY, quoted=True),
+        exp.alias_(_content_hash(model), CONTENT_HASH, quoted=True),
     ).from_(source)
 
 
 def _changed_keys_select(
-    *, model: InteractionModel, source: exp.Table, ledger: exp.Table | exp.Subquery
+    *,
+    model: InteractionModel,
+    source: exp.Table,
+    ledger: exp.Table | exp.Subquery,
+    environment: str | None,
 ) -> exp.Select:
     """Step 1 of a mirror model: the keys whose latest entry is not sent or baselined with
     the row's current content (new, changed, deleted, failed, ...)."""
     done = (
         exp.select(col("row_key"), col("content_hash"))
-        .from_(_latest(ledger, model))
+        .from_(_latest(ledger, model, environment))
         .where(_done(None))
     )
     on = exp.and_(
@@ -233,7 +340,11 @@ def _changed_keys_select(
 
 
 def mirror_deletes_select(
-    *, model: InteractionModel, source: exp.Table, ledger: exp.Table | exp.Subquery
+    *,
+    model: InteractionModel,
+    source: exp.Table,
+    ledger: exp.Table | exp.Subquery,
+    environment: str | None = None,
 ) -> exp.Select:
     """A mirror model's interactions to delete: the latest entry (every delivery column) of
     each key that is sent or baselined and whose key has left the model (``vanished``), or
@@ -265,7 +376,7 @@ def mirror_deletes_select(
         exp.select(
             *(col(c, "l") for c in DELIVERY_COLUMNS), exp.alias_(kind, DELETE_KIND, quoted=True)
         )
-        .from_(_latest(ledger, model, columns=DELIVERY_COLUMNS))
+        .from_(_latest(ledger, model, environment, columns=DELIVERY_COLUMNS))
         .join(
             by_key.subquery(ident("m")),
             on=col(ROW_KEY, "m").eq(col("row_key", "l")),
@@ -276,12 +387,14 @@ def mirror_deletes_select(
     )
 
 
-def mirror_live_sql(*, model: InteractionModel, ledger: exp.Table, dialect: str) -> str:
+def mirror_live_sql(
+    *, model: InteractionModel, ledger: exp.Table, dialect: str, environment: str | None = None
+) -> str:
     """How many of a mirror model's rows Voyado holds (latest entry sent): the base of the
     mass-delete guard."""
     return (
         exp.select(exp.Count(this=exp.Star()))
-        .from_(_latest(ledger, model))
+        .from_(_latest(ledger, model, environment))
         .where(col("status", "l").eq(lit(SENT)))
         .sql(dialect=dialect)
     )
@@ -293,6 +406,7 @@ def candidates_select(
     source: exp.Table,
     ledger: exp.Table | exp.Subquery,
     keys: exp.Table | exp.Subquery | None = None,
+    environment: str | None = None,
 ) -> exp.Select:
     """Step 2: model rows whose key is not yet ``sent``, with their previous ledger entry.
 
@@ -303,7 +417,7 @@ def candidates_select(
     """
     used = model.columns_used
     inner = exp.select(
-        exp.alias_(hash_of(model.unique_key), ROW_KEY, quoted=True),
+        exp.alias_(row_key(model), ROW_KEY, quoted=True),
         *(exp.alias_(col(name), f"c{i}", quoted=True) for i, name in enumerate(used)),
     ).from_(source)
     on = col("row_key", "l").eq(col(ROW_KEY, "m"))
@@ -319,14 +433,18 @@ def candidates_select(
     return (
         exp.select(
             col(ROW_KEY, "m"),
-            exp.alias_(hash_of(content, "m"), CONTENT_HASH, quoted=True),
+            exp.alias_(
+                hash_of(content, "m", [type_of(model, c) for c in content_columns(model)]),
+                CONTENT_HASH,
+                quoted=True,
+            ),
             *(col(f"c{i}", "m") for i in range(len(used))),
             exp.alias_(col("status", "l"), PREV_STATUS, quoted=True),
             exp.alias_(col("content_hash", "l"), PREV_HASH, quoted=True),
             exp.alias_(col("first_seen_at", "l"), PREV_FIRST_SEEN, quoted=True),
         )
         .from_(inner.subquery(ident("m")))
-        .join(_latest(ledger, model, wanted), on=on, join_type="left")
+        .join(_latest(ledger, model, environment, wanted), on=on, join_type="left")
         .where(unsent)
     )
 
@@ -424,12 +542,17 @@ def preview_selects(
     ledger: exp.Table | exp.Subquery,
     retry_rejected: bool,
     dialect: str = "duckdb",
+    environment: str | None = None,
 ) -> tuple[exp.Subquery, exp.Subquery]:
     """The same steps as subqueries for a dry run, which creates nothing:
     (candidates, pending)."""
     source = source_table(model, dialect)
-    keys = unsent_keys_select(model=model, source=source, ledger=ledger).subquery(ident("k"))
-    candidates = candidates_select(model=model, source=source, ledger=ledger, keys=keys)
+    keys = unsent_keys_select(
+        model=model, source=source, ledger=ledger, environment=environment
+    ).subquery(ident("k"))
+    candidates = candidates_select(
+        model=model, source=source, ledger=ledger, keys=keys, environment=environment
+    )
     pending = pending_select(
         model=model, candidates=candidates.subquery(ident("c")), retry_rejected=retry_rejected
     )

@@ -43,8 +43,23 @@ def shown(value: object) -> str:
     return text
 
 
+def _infinite(value: date) -> bool:
+    """The values DuckDB, PostgreSQL and the Python drivers give for +/-infinity: the first
+    and last representable date or moment (a real one cannot be told apart, and is no more
+    an event's date)."""
+    if isinstance(value, datetime):
+        naive = value.replace(tzinfo=None)
+        return naive in (datetime.max, datetime.min)
+    return value in (date.max, date.min)
+
+
 def iso_instant(value: object) -> str:
     """A timestamp or date as ISO 8601 UTC with milliseconds and Z (naive values are UTC)."""
+    if isinstance(value, date) and _infinite(value):
+        raise ValueError(
+            f"{shown(value)} is how the warehouse hands over 'infinity' (or the first or last "
+            "representable moment): not a date Voyado can hold; use NULL for 'no date'"
+        )
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         moment = moment.astimezone(UTC)
@@ -64,6 +79,8 @@ def iso_instant(value: object) -> str:
 def _convert(prop: ResolvedProperty, value: object) -> object:
     if prop.type == "string":
         if isinstance(value, datetime | date) and prop.format == "date":
+            if _infinite(value):
+                iso_instant(value)  # raises, saying why
             return (value.date() if isinstance(value, datetime) else value).isoformat()
         if isinstance(value, datetime | date) and prop.format in (None, "date-time"):
             return iso_instant(value)
@@ -96,8 +113,21 @@ def _convert(prop: ResolvedProperty, value: object) -> object:
             raise ValueError(f"{shown(value)} is not a finite number")
         if value == int(value) and isinstance(value, Decimal):
             return int(value)
-        return float(value)
+        return _exact_float(value)
     raise ValueError(f"{shown(value)} is not a number")
+
+
+def _exact_float(value: Decimal | float) -> float:
+    """``value`` as a JSON number that means exactly the same decimal; a decimal with more
+    digits than a JSON number keeps (a double: about 17) cannot be, and is rejected rather than
+    rounded on the way (``1234567890.0123456789`` would arrive as ``1234567890.0123458``)."""
+    number = float(value)
+    if isinstance(value, Decimal) and Decimal(repr(number)) != value:
+        raise ValueError(
+            f"{shown(value)} has more significant digits than a JSON number keeps (it would "
+            f"arrive as {number!r}); round it in the model, or map it as type: string"
+        )
+    return number
 
 
 class PayloadBuilder:
@@ -107,6 +137,13 @@ class PayloadBuilder:
         self.model = model
         self.schema = model.schema_body()["jsonSchema"]
         self._validator = Draft202012Validator(self.schema, format_checker=FormatChecker())
+        stored = model.stored_json_schema
+        #: Voyado's own schema, where it was read and is not the same as the generated one.
+        self._stored = (
+            Draft202012Validator(stored, format_checker=FormatChecker())
+            if stored and stored != self.schema
+            else None
+        )
 
     def payload(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """The payload of a row (column -> value); RowRejected when it breaks the schema."""
@@ -123,6 +160,12 @@ class PayloadBuilder:
                     f"type {prop.type}"
                 ) from None
         errors = sorted(self._validator.iter_errors(payload), key=lambda e: list(e.path))
+        if not errors and self._stored is not None:
+            errors = sorted(self._stored.iter_errors(payload), key=lambda e: list(e.path))
+            if errors:
+                raise RowRejected(
+                    "Voyado's stored schema: " + "; ".join(self._describe(e) for e in errors[:3])
+                )
         if errors:
             raise RowRejected("; ".join(self._describe(e) for e in errors[:3]))
         return payload

@@ -14,6 +14,11 @@ COMPATIBLE = "compatible"
 NEW_ID = "needs a new schema id"
 INCOMPATIBLE = "incompatible"
 _META = ("displayName", "showInContactCard", "addToSegmentation", "sortOrder")
+#: The keywords voyado-sync writes and understands, per property and for the whole schema.
+#: Any other keyword Voyado holds (``maxLength``, ``enum``, ``pattern``, ``minimum``, ...) may
+#: make Voyado ignore rows voyado-sync thinks valid: it is drift, never passed over.
+PROPERTY_KEYWORDS = frozenset({"type", "format", *_META})
+SCHEMA_KEYWORDS = frozenset({"$schema", "type", "properties", "required"})
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,9 @@ class Change:
     """One difference between the generated schema and Voyado's."""
 
     property: str | None
-    kind: str  # added | removed | type changed | metadata changed | display name | required
+    # added | removed | type changed | metadata changed | display name | required |
+    # unknown keyword
+    kind: str
     detail: str
     classification: str
 
@@ -99,6 +106,28 @@ def diff_schemas(wanted: dict[str, Any], existing: dict[str, Any]) -> list[Chang
                         NEW_ID if turned_on else COMPATIBLE,
                     )
                 )
+    for name, raw in sorted((e_schema.get("properties") or {}).items()):
+        extra = sorted(set(raw) - PROPERTY_KEYWORDS) if isinstance(raw, dict) else []
+        for keyword in extra:
+            changes.append(
+                Change(
+                    name,
+                    "unknown keyword",
+                    f"Voyado's schema has {keyword}={raw[keyword]!r}, which voyado-sync does not "
+                    "generate or check: Voyado may ignore rows that break it",
+                    INCOMPATIBLE,
+                )
+            )
+    for keyword in sorted(set(e_schema) - SCHEMA_KEYWORDS):
+        changes.append(
+            Change(
+                None,
+                "unknown keyword",
+                f"Voyado's jsonSchema has {keyword}={e_schema[keyword]!r}, which voyado-sync "
+                "does not generate or check",
+                INCOMPATIBLE,
+            )
+        )
     w_req = set(w_schema.get("required") or [])
     e_req = set(e_schema.get("required") or [])
     if w_req != e_req:

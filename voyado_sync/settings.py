@@ -35,6 +35,9 @@ ENV_LISTING_LAG = "VOYADO_SYNC_LISTING_LAG"
 #: A Slack-compatible incoming webhook for alerts. Its URL carries a token, so like the API key
 #: it comes only from the environment and is never printed.
 ENV_NOTIFY_URL = "VOYADO_SYNC_NOTIFY_URL"
+#: Days a cached contact id is trusted before it is looked up again (0: every run).
+ENV_CONTACT_CACHE_DAYS = "VOYADO_SYNC_CONTACT_CACHE_DAYS"
+DEFAULT_CONTACT_CACHE_DAYS = 7.0
 
 DEFAULT_STATE_SCHEMA = "voyado_sync"
 DEFAULT_RATE = 40.0
@@ -109,6 +112,14 @@ def _env_number(name: str, default: N, kind: type[N]) -> N:
         return kind(raw)
     except ValueError:
         raise ConfigError([f"{name}={raw!r} is not a number"]) from None
+
+
+def contact_cache_days() -> float:
+    """VOYADO_SYNC_CONTACT_CACHE_DAYS, or DEFAULT_CONTACT_CACHE_DAYS."""
+    days = _env_number(ENV_CONTACT_CACHE_DAYS, DEFAULT_CONTACT_CACHE_DAYS, float)
+    if days < 0:
+        raise ConfigError([f"{ENV_CONTACT_CACHE_DAYS} must be 0 or more days, got {days}"])
+    return days
 
 
 def retry_from_env(*, interactive: bool = False) -> RetryPolicy:

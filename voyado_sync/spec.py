@@ -473,6 +473,9 @@ class InteractionModel:
     mode: str = "append"
     #: The first sync's policy from the YAML (None: the first-run guard decides).
     first_run: FirstRun | None = None
+    #: The ``jsonSchema`` Voyado holds for ``schema_id``, once the schema gate has read it:
+    #: payloads are validated against it as well as against the one generated here.
+    stored_json_schema: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def mirror(self) -> bool:

@@ -13,6 +13,14 @@ per (model, schema_id, row key); its status changes only through the named trans
     rejected --> journaled again when its content changed, or with --retry-rejected
     in_flight (left by a crash) --found--> sent | --absent--> failed (resent in that run)
 
+Identity: a row is (Voyado environment, schema_id, row key). ``model`` and ``relation`` record
+which model and relation last wrote the entry; they are not part of the identity, so a renamed
+model (same schema_id, same key) keeps its history, and models that share a schema_id share one
+key space (``validate`` says so). ``environment`` is the normalised base URL of the Voyado the
+entry is about (:func:`environment_of`): a row delivered to a staging tenant or the emulator is
+not delivered to production. Entries written before ledger version 3 have no environment and
+count for whichever Voyado the ledger is used with.
+
 Rows that never leave (a NULL key, a contact that cannot be found) go from absent straight to
 rejected or contact_not_found. ``in_flight`` is written and committed *before* the request
 leaves, and ``sent`` only from Voyado's answer: a crash at any moment leaves either a row Voyado
@@ -35,6 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sqlglot import exp
 
@@ -46,7 +55,7 @@ if TYPE_CHECKING:
     from voyado_sync.spec import InteractionModel
     from voyado_sync.warehouse.base import Warehouse
 
-LEDGER_VERSION = 2
+LEDGER_VERSION = 3
 DEFAULT_SCHEMA = "voyado_sync"
 
 
@@ -124,6 +133,8 @@ DELIVERY_COLUMNS = (
     "run_id",
     "first_seen_at",
     "updated_at",
+    "environment",
+    "relation",
 )
 
 # Every ledger table: (column, type). Created and referenced with quoted names, so a name
@@ -170,8 +181,32 @@ _TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "ledger_version": (("version", _INT),),
 }
-#: Columns ledger version 1 lacked, added on first use by version 2.
-_ADDED_IN_2 = {"deliveries": ENTRY_SEQ, "runs": ENTRY_SEQ, "contacts": ENTRY_SEQ}
+#: Columns earlier ledger versions lacked, added on first use: (version, table, column, type).
+_ADDED = (
+    (2, "deliveries", ENTRY_SEQ, _BIGINT),
+    (2, "runs", ENTRY_SEQ, _BIGINT),
+    (2, "contacts", ENTRY_SEQ, _BIGINT),
+    (3, "deliveries", "environment", _TEXT),
+    (3, "deliveries", "relation", _TEXT),
+)
+#: How a journal's rows are identified (the partition of :func:`latest_entries`).
+DELIVERY_IDENTITY = ("schema_id", "row_key")
+
+
+def environment_of(base_url: str) -> str:
+    """The Voyado environment a base URL names, spelled one way: lower-case scheme and host,
+    no default port, no trailing ``/`` or ``/api/v3``. ``https://Acme.voyado.com:443/`` and
+    ``https://acme.voyado.com/api/v3`` are one environment."""
+    parts = urlsplit(base_url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if port is not None and (scheme, port) not in (("https", 443), ("http", 80)):
+        host = f"{host}:{port}"
+    path = parts.path.rstrip("/")
+    if path.lower().endswith("/api/v3"):
+        path = path[: -len("/api/v3")]
+    return f"{scheme}://{host}{path}"
 
 
 def utc_now() -> str:
@@ -194,6 +229,8 @@ class RowRef:
     content_hash: str
     #: When the ledger first saw this key; None for a row it has never held.
     first_seen_at: str | None
+    #: The model's relation (recorded, not part of the identity).
+    relation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +257,9 @@ class Delivery:
     http_status: int | None = None
     error_code: str | None = None
     reason: str | None = None
+    #: The Voyado this entry is about (set by the ledger when written; see environment_of).
+    environment: str | None = None
+    relation: str | None = None
 
     def body(self) -> dict[str, Any] | None:
         return json.loads(self.request_body) if self.request_body else None
@@ -240,6 +280,7 @@ class Delivery:
             run_id=run_id,
             first_seen_at=ref.first_seen_at or now,
             updated_at=now,
+            relation=ref.relation,
         )
 
     @classmethod
@@ -412,18 +453,27 @@ def latest_entries(
 
 def _last_per_key(deliveries: Sequence[Delivery]) -> list[Delivery]:
     # One entry per key and statement: the journal orders entries by statement, not within one.
-    last: dict[tuple[str, str, str], Delivery] = {}
+    last: dict[tuple[str, str], Delivery] = {}
     for d in deliveries:
-        last[(d.model, d.schema_id, d.row_key)] = d
+        last[(d.schema_id, d.row_key)] = d
     return list(last.values())
 
 
-def _keys_by_target(deliveries: Sequence[Delivery]) -> dict[tuple[str, str], list[str]]:
-    """The distinct row keys of each (model, schema_id)."""
-    groups: dict[tuple[str, str], dict[str, None]] = {}
+def _keys_by_schema(deliveries: Sequence[Delivery]) -> dict[str, list[str]]:
+    """The distinct row keys of each schema_id."""
+    groups: dict[str, dict[str, None]] = {}
     for d in deliveries:
-        groups.setdefault((d.model, d.schema_id), {})[d.row_key] = None
-    return {target: list(keys) for target, keys in groups.items()}
+        groups.setdefault(d.schema_id, {})[d.row_key] = None
+    return {schema_id: list(keys) for schema_id, keys in groups.items()}
+
+
+def environment_scope(environment: str | None, alias: str | None = None) -> exp.Expr:
+    """Entries about ``environment``: its own and those written before environments were
+    recorded (NULL). None: every environment."""
+    if environment is None:
+        return exp.true()
+    column = col("environment", alias)
+    return exp.or_(column.eq(lit(environment)), column.is_(exp.null()))
 
 
 @dataclass(frozen=True)
@@ -505,9 +555,18 @@ class Ledger:
     are transactions); were that to fail, the latest entry still wins.
     """
 
-    def __init__(self, warehouse: Warehouse, *, schema: str = DEFAULT_SCHEMA) -> None:
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        environment: str | None = None,
+    ) -> None:
         self.warehouse = warehouse
         self.schema = schema
+        #: The Voyado this ledger's reads and writes are about (environment_of); None reads
+        #: every environment (``rejected``, ``runs``).
+        self.environment = environment
         self.dialect = warehouse.dialect
         self.quirks = dialect_of(warehouse.dialect)
         self._array_statements: tuple[str, str] | None = None
@@ -574,20 +633,19 @@ class Ledger:
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def _migrate(self, version: int) -> None:
-        if version < 2:
-            # Version 1 kept one row per key (its entries sort first) and locked with a
-            # primary key (run_lock, no longer read).
-            for name, column in _ADDED_IN_2.items():
-                present = self.warehouse.columns_of(self.table(name)) or {}
-                if column not in {c.lower() for c in present}:
-                    alter = exp.Alter(
-                        this=self.table(name),
-                        kind="TABLE",
-                        actions=[
-                            exp.ColumnDef(this=ident(column), kind=exp.DataType.build(_BIGINT))
-                        ],
-                    )
-                    self.warehouse.execute(self._sql(alter))
+        # Version 1 kept one row per key (its entries sort first) and locked with a primary
+        # key (run_lock, no longer read); version 3 records the environment and relation.
+        for added_in, name, column, kind in _ADDED:
+            if version >= added_in:
+                continue
+            present = self.warehouse.columns_of(self.table(name)) or {}
+            if column not in {c.lower() for c in present}:
+                alter = exp.Alter(
+                    this=self.table(name),
+                    kind="TABLE",
+                    actions=[exp.ColumnDef(this=ident(column), kind=exp.DataType.build(kind))],
+                )
+                self.warehouse.execute(self._sql(alter))
         self._insert("ledger_version", [(exp.Literal.number(LEDGER_VERSION),)], ["version"])
 
     def _insert(
@@ -874,7 +932,14 @@ class Ledger:
         exists, remove the entries it superseded)."""
         if not deliveries:
             return
-        entries = _last_per_key(deliveries)
+        # Entries are about this ledger's environment (None: no environment recorded, as
+        # before ledger version 3; only tests and tools that never send write so).
+        entries = [
+            dataclasses.replace(d, environment=self.environment)
+            if self.environment is not None and d.environment != self.environment
+            else d
+            for d in _last_per_key(deliveries)
+        ]
         first = self._next_seq(len(entries))
         if self.warehouse.array_params:
             self._write_arrays(entries, first)
@@ -885,11 +950,9 @@ class Ledger:
         ]
         statements = [self._insert_sql("deliveries", rows, (*DELIVERY_COLUMNS, ENTRY_SEQ))]
         if self.quirks.deletes:
-            for (model, schema_id), keys in _keys_by_target(entries).items():
+            for schema_id, keys in _keys_by_schema(entries).items():
                 where = exp.and_(
-                    col("model").eq(lit(model)),
-                    col("schema_id").eq(lit(schema_id)),
-                    col("row_key").isin(*(lit(k) for k in keys)),
+                    self.scope(schema_id), col("row_key").isin(*(lit(k) for k in keys))
                 )
                 statements.append(self._superseded_delete("deliveries", where, first))
         self.warehouse.execute_many(statements)
@@ -902,8 +965,8 @@ class Ledger:
         columns: list[list[Any]] = [[getattr(d, c) for d in entries] for c in DELIVERY_COLUMNS]
         columns.append([first + i for i in range(len(entries))])
         statements: list[tuple[str, Sequence[Any]]] = [(insert, columns)]
-        for (model, schema_id), keys in _keys_by_target(entries).items():
-            statements.append((delete, [model, schema_id, keys, first]))
+        for schema_id, keys in _keys_by_schema(entries).items():
+            statements.append((delete, [self.environment, schema_id, keys, first]))
         self.warehouse.execute_params(statements)
 
     def _array_sql(self) -> tuple[str, str]:
@@ -922,7 +985,9 @@ class Ledger:
                 columns=[ident(c) for c in every],
             )
             where = exp.and_(
-                col("model").eq(exp.Placeholder()),
+                exp.or_(
+                    col("environment").eq(exp.Placeholder()), col("environment").is_(exp.null())
+                ),
                 col("schema_id").eq(exp.Placeholder()),
                 col("row_key").isin(query=exp.select(unnest("row_key"))),
                 exp.or_(
@@ -936,12 +1001,21 @@ class Ledger:
             )
         return self._array_statements
 
+    def scope(self, schema_id: str) -> exp.Expr:
+        """This schema's entries about this ledger's environment."""
+        return exp.and_(col("schema_id").eq(lit(schema_id)), environment_scope(self.environment))
+
     def _latest_deliveries(self, where: exp.Expr | None = None) -> exp.Subquery:
+        """The current entry of each row: per (schema_id, row key) within this environment;
+        with no environment, per environment too."""
+        if self.environment is not None:
+            scoped = environment_scope(self.environment)
+            where = scoped if where is None else exp.and_(where, scoped)
+            identity: tuple[str, ...] = DELIVERY_IDENTITY
+        else:
+            identity = (*DELIVERY_IDENTITY, "environment")
         return latest_entries(
-            self.table("deliveries"),
-            DELIVERY_COLUMNS,
-            ("model", "schema_id", "row_key"),
-            where=where,
+            self.table("deliveries"), DELIVERY_COLUMNS, identity, where=where
         ).subquery(ident("d"))
 
     def _select(
@@ -957,20 +1031,19 @@ class Ledger:
     def in_flight(self, model: str, schema_id: str) -> list[Delivery]:
         """Rows a previous run journaled but never saw answered: their outcome is unknown."""
         return self._select(
-            exp.and_(col("model").eq(lit(model)), col("schema_id").eq(lit(schema_id))),
-            col("status").eq(lit(Status.IN_FLIGHT)),
+            col("schema_id").eq(lit(schema_id)), col("status").eq(lit(Status.IN_FLIGHT))
         )
 
     def deleting(self, model: str, schema_id: str) -> list[Delivery]:
         """A mirror model's rows whose DELETE a previous run journaled and never saw settled."""
         return self._select(
-            exp.and_(col("model").eq(lit(model)), col("schema_id").eq(lit(schema_id))),
-            col("status").eq(lit(Status.DELETING)),
+            col("schema_id").eq(lit(schema_id)), col("status").eq(lit(Status.DELETING))
         )
 
     def history(self, model: str, schema_id: str) -> History:
-        """What the ledger holds of this model: its rows under ``schema_id`` (none: this is
-        the model's first sync for it), those sent, and rows sent under other schema ids."""
+        """What the ledger holds for this model in this environment: the rows under
+        ``schema_id`` (none: its first sync; a renamed model keeps its schema's history),
+        those sent, and the model's rows sent under other schema ids."""
         if not self.exists():
             return History(0, 0, 0)
         mine = col("schema_id").eq(lit(schema_id))
@@ -983,11 +1056,12 @@ class Ledger:
                 expressions=[exp.Literal.number(0)],
             )
 
+        of_model = col("model").eq(lit(model))
         query = exp.select(
             count_if(mine),
             count_if(exp.and_(mine, sent)),
-            count_if(exp.and_(mine.copy().not_(), sent.copy())),
-        ).from_(self._latest_deliveries(col("model").eq(lit(model))))
+            count_if(exp.and_(mine.copy().not_(), of_model, sent.copy())),
+        ).from_(self._latest_deliveries(exp.or_(mine.copy(), of_model.copy())))
         rows = self.warehouse.query(self._sql(query))
         entries, sent_n, other = rows[0] if rows else (0, 0, 0)
         return History(int(entries or 0), int(sent_n or 0), int(other or 0))
@@ -1002,7 +1076,7 @@ class Ledger:
             .from_(self.table("deliveries"))
             .where(
                 exp.and_(
-                    col("schema_id").eq(lit(schema_id)),
+                    self.scope(schema_id),
                     col("status").eq(lit(Status.SENT)),
                     col("contact_id").isin(*(lit(c) for c in contact_ids)),
                 )
@@ -1035,8 +1109,11 @@ class Ledger:
 
     _CONTACT_COLUMNS = ("key_type", "key_value", "contact_id", "resolved_at")
 
-    def cached_contacts(self, key: str, values: Sequence[str]) -> dict[str, str]:
-        """Resolved contactIds of these identifiers (of contact key ``key``), where cached."""
+    def cached_contacts(
+        self, key: str, values: Sequence[str], *, since: str | None = None
+    ) -> dict[str, str]:
+        """Resolved contactIds of these identifiers (of contact key ``key``), where cached
+        (with ``since``, an ISO instant: only those resolved at or after it)."""
         if not values:
             return {}
         latest = latest_entries(
@@ -1050,6 +1127,8 @@ class Ledger:
             .from_(latest.subquery(ident("c")))
             .where(col("contact_id").is_(exp.null()).not_())
         )
+        if since is not None:
+            query = query.where(exp.GTE(this=col("resolved_at"), expression=lit(since)))
         return {str(v): str(c) for v, c in self.warehouse.query(self._sql(query))}
 
     def cache_contacts(self, key: str, resolved: Mapping[str, str]) -> None:
@@ -1086,11 +1165,7 @@ class Ledger:
         """Rows of the model whose outcome is unknown (unverified): their latest entry."""
         query = (
             exp.select(exp.Count(this=exp.Star()))
-            .from_(
-                self._latest_deliveries(
-                    exp.and_(col("model").eq(lit(model)), col("schema_id").eq(lit(schema_id)))
-                )
-            )
+            .from_(self._latest_deliveries(col("schema_id").eq(lit(schema_id))))
             .where(col("status").eq(lit(Status.IN_FLIGHT)))
         )
         rows = self.warehouse.query(self._sql(query))

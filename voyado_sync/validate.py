@@ -8,6 +8,7 @@ from YAML and reporting columns that do exist as missing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,21 @@ class ValidationReport:
         return out
 
 
+def shared_key_spaces(models: Sequence[tuple[str, VoyadoSpec]]) -> list[str]:
+    """A warning for each schema_id used by more than one model: a row is identified by its
+    schema_id and key, so those models share one key space (a key sent by one is sent)."""
+    by_schema: dict[str, list[str]] = {}
+    for model, spec in models:
+        by_schema.setdefault(spec.schema_id, []).append(model)
+    return [
+        f"models {', '.join(names)} share schema_id {schema_id!r} and so one key space: a row "
+        "is identified by schema_id and unique_key, so a key one of them sent is sent for all "
+        "(make the keys distinct, for example by prefixing them, if they are different rows)"
+        for schema_id, names in sorted(by_schema.items())
+        if len(names) > 1
+    ]
+
+
 def validate_project(options: RunOptions) -> ValidationReport:
     """Check the selected models' meta.voyado; problems are collected, never raised."""
     manifest = load_manifest_of(options)
@@ -93,6 +109,7 @@ def validate_project(options: RunOptions) -> ValidationReport:
         except ConfigError:
             continue
     report.problems.extend(check_project_rules(everything))
+    report.warnings.extend(shared_key_spaces(everything))
 
     warehouse: Warehouse | None = None
     try:

@@ -14,7 +14,9 @@ class FakeLedger:
     def __init__(self, cached: dict[str, str] | None = None) -> None:
         self.cache = dict(cached or {})
 
-    def cached_contacts(self, key: str, values: Sequence[str]) -> dict[str, str]:
+    def cached_contacts(
+        self, key: str, values: Sequence[str], since: str | None = None
+    ) -> dict[str, str]:
         return {v: self.cache[v] for v in values if v in self.cache}
 
     def cache_contacts(self, key: str, resolved: dict[str, str]) -> None:
@@ -26,9 +28,17 @@ class FakeLedger:
 
 
 class FakeVoyado:
-    def __init__(self, answers: dict[str, LookupOutcome]) -> None:
+    def __init__(
+        self, answers: dict[str, LookupOutcome], changed: dict[str, set[str]] | None = None
+    ) -> None:
         self.answers = answers
         self.asked: list[str] = []
+        self.changed = changed
+        self.changes_asked = 0
+
+    async def contact_changes(self, change_type: str, since: str, until: str) -> set[str] | None:
+        self.changes_asked += 1
+        return None if self.changed is None else self.changed.get(change_type, set())
 
     async def lookup_contact(self, key: str, value: str) -> LookupOutcome:
         self.asked.append(value)
@@ -94,3 +104,41 @@ def test_the_dry_run_resolver_asks_nobody_and_counts_each_identifier_once() -> N
     first, second = asyncio.run(pages())
     assert first.outcomes["b@x.se"] == ContactFound("<looked up by email=b@x.se>")
     assert (first.looked_up, first.cached, second.looked_up, second.cached) == (1, 1, 1, 0)
+
+
+def test_a_cached_id_of_a_contact_voyado_reports_changed_is_looked_up_again() -> None:
+    ledger = FakeLedger({"moved@x.se": "c-old", "same@x.se": "c-same"})
+    voyado = FakeVoyado(
+        {"moved@x.se": ContactFound("c-new")}, changed={"Updated": {"c-old"}, "Deleted": set()}
+    )
+    resolver = _resolver(ledger, voyado)
+
+    first = asyncio.run(resolver.resolve("email", ["moved@x.se", "same@x.se"]))
+    asyncio.run(resolver.resolve("email", ["same@x.se"]))
+
+    assert first.outcomes["moved@x.se"] == ContactFound("c-new")
+    assert first.outcomes["same@x.se"] == ContactFound("c-same")
+    assert voyado.asked == ["moved@x.se"]
+    assert voyado.changes_asked == 2  # Updated and Deleted, once per run
+    assert ledger.cache["moved@x.se"] == "c-new"
+
+
+def test_a_tenant_without_the_changes_endpoint_falls_back_to_the_cache_lifetime() -> None:
+    ledger = FakeLedger({"a@x.se": "c-a"})
+    voyado = FakeVoyado({}, changed=None)
+
+    resolution = asyncio.run(_resolver(ledger, voyado).resolve("email", ["a@x.se"]))
+
+    assert resolution.outcomes == {"a@x.se": ContactFound("c-a")}
+    assert voyado.asked == []
+
+
+def test_a_cache_lifetime_of_zero_looks_every_identifier_up() -> None:
+    ledger = FakeLedger({"a@x.se": "c-a"})
+    voyado = FakeVoyado({"a@x.se": ContactFound("c-a2")})
+    resolver = ContactResolver(voyado, ledger, direct, 4, max_age_days=0)  # type: ignore[arg-type]
+
+    resolution = asyncio.run(resolver.resolve("email", ["a@x.se"]))
+
+    assert resolution.outcomes == {"a@x.se": ContactFound("c-a2")}
+    assert voyado.asked == ["a@x.se"]

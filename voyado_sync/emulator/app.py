@@ -171,6 +171,8 @@ class EmulatorApp:
                 return INTERACTION_DELETE, lambda: em.delete_interaction(interaction_id)
             case ["contacts", "id"], "GET":
                 return "GET /api/v3/contacts/id", lambda: em.lookup_contact(request.query)
+            case ["contacts", "changes"], "GET":
+                return "GET /api/v3/contacts/changes", lambda: em.contact_changes(request.query)
         return f"{method} (unknown)", None
 
     # ---- /_emulator ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -104,6 +105,8 @@ class Emulator:
         self.config = replace(config, contacts=list(config.contacts))
         self._lock = threading.RLock()
         self._contacts = ContactBook(config.contacts)
+        #: (time, Created|Updated|Deleted, contact id) of every change to the contacts.
+        self._changes: list[tuple[float, str, str]] = []
         self.dirty = False
         # Ids must differ between runs even with a fixed seed (a state file keeps old ones),
         # and need no cryptographic strength: a privately seeded generator spares a syscall.
@@ -155,8 +158,14 @@ class Emulator:
                 self._windows.clear()
 
     def add_contacts(self, contacts: Iterable[Contact]) -> None:
-        """Make contacts known (an already known contact id is replaced)."""
+        """Make contacts known (an already known contact id is replaced: ``Updated`` in
+        ``GET /api/v3/contacts/changes``)."""
         with self._lock:
+            contacts = list(contacts)
+            now = time.time()
+            for c in contacts:
+                known = self._contacts.find(c.contact_id) is not None
+                self._changes.append((now, "Updated" if known else "Created", c.contact_id))
             self._contacts.add(contacts)
             self.dirty = True
 
@@ -164,9 +173,35 @@ class Emulator:
         """Forget contacts, as merging or deleting them in Engage does; their stored
         interactions stay. Returns how many of the ids were known."""
         with self._lock:
+            contact_ids = list(contact_ids)
+            now = time.time()
+            for contact_id in contact_ids:
+                if self._contacts.find(contact_id) is not None:
+                    self._changes.append((now, "Deleted", contact_id))
             removed = self._contacts.remove(contact_ids)
             self.dirty = True
             return removed
+
+    def contact_changes(self, query: Mapping[str, Sequence[str]]) -> Reply:
+        """``GET /api/v3/contacts/changes?changeType=&fromDate=&toDate=``: a bare array of
+        the ids of contacts created, updated or deleted in the window."""
+        change_type = (query.get("changeType") or [""])[0]
+        if change_type not in ("Created", "Updated", "Deleted"):
+            return error_reply(400, "InvalidChangeType", "changeType: Created, Updated, Deleted")
+        bounds = []
+        for name in ("fromDate", "toDate"):
+            raw = (query.get(name) or [""])[0]
+            moment = normalise_date_time(raw)
+            if moment is None:
+                return error_reply(400, "InvalidDate", f"{name} {raw!r} is not a date-time")
+            bounds.append(datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp())
+        with self._lock:
+            ids = {
+                contact_id
+                for at, kind, contact_id in self._changes
+                if kind == change_type and bounds[0] <= at <= bounds[1]
+            }
+        return Reply(200, sorted(ids))
 
     def contacts(self) -> list[Contact]:
         with self._lock:

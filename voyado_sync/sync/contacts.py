@@ -11,11 +11,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from voyado_sync.state import Ledger
 from voyado_sync.sync.lifecycle import Db
 from voyado_sync.voyado import ContactFound, Failed, LookupOutcome, VoyadoClient
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -41,8 +46,34 @@ class ContactResolver:
     _not_resolved: dict[tuple[str, str], LookupOutcome] = field(default_factory=dict)
     _reresolved: dict[tuple[str, str], LookupOutcome] = field(default_factory=dict)
 
+    #: Days a cached id is trusted (settings.contact_cache_days).
+    max_age_days: float = 7.0
+    #: Contact ids Voyado reports updated or deleted within the cache's lifetime (None: not
+    #: asked yet; empty when the tenant does not answer GET /api/v3/contacts/changes).
+    _changed: set[str] | None = None
+
+    async def _recently_changed(self) -> set[str]:
+        """Contacts changed since the oldest entry the cache may still use, asked once per run:
+        an identifier cached for one of them is looked up again (an email that moved to
+        another contact, a contact deleted or merged)."""
+        if self._changed is None:
+            now = datetime.now(UTC)
+            since, until = _iso(now - timedelta(days=self.max_age_days)), _iso(now)
+            changed: set[str] = set()
+            for change in ("Updated", "Deleted"):
+                ids = await self.client.contact_changes(change, since, until)
+                changed |= ids or set()
+            self._changed = changed
+        return self._changed
+
     async def resolve(self, key: str, identifiers: Sequence[str]) -> Resolution:
-        cached = await self.db(self.ledger.cached_contacts, key, list(identifiers))
+        cached: dict[str, str] = {}
+        if self.max_age_days > 0 and identifiers:
+            since = _iso(datetime.now(UTC) - timedelta(days=self.max_age_days))
+            cached = await self.db(self.ledger.cached_contacts, key, list(identifiers), since=since)
+            if cached:
+                changed = await self._recently_changed()
+                cached = {i: c for i, c in cached.items() if c.lower() not in changed}
         out: dict[str, LookupOutcome] = {i: ContactFound(c) for i, c in cached.items()}
         missing = []
         for identifier in identifiers:

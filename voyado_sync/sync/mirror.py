@@ -46,9 +46,9 @@ class Planned:
 def planned_sql(ledger: Ledger, model: InteractionModel, *, exists: bool = True) -> str:
     source = sql.source_table(model, ledger.dialect)
     deliveries = ledger.table("deliveries") if exists else sql.empty_ledger()
-    return sql.mirror_deletes_select(model=model, source=source, ledger=deliveries).sql(
-        dialect=ledger.dialect
-    )
+    return sql.mirror_deletes_select(
+        model=model, source=source, ledger=deliveries, environment=ledger.environment
+    ).sql(dialect=ledger.dialect)
 
 
 def planned(ledger: Ledger, model: InteractionModel, *, exists: bool = True) -> list[Planned]:
@@ -68,7 +68,9 @@ def live(ledger: Ledger, model: InteractionModel, *, exists: bool = True) -> int
     if not exists:
         return 0
     deliveries = ledger.table("deliveries")
-    query = sql.mirror_live_sql(model=model, ledger=deliveries, dialect=ledger.dialect)
+    query = sql.mirror_live_sql(
+        model=model, ledger=deliveries, dialect=ledger.dialect, environment=ledger.environment
+    )
     rows = ledger.warehouse.query(query)
     return int(rows[0][0]) if rows else 0
 

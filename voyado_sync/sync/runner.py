@@ -16,16 +16,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import Any
 
-from voyado_sync import __version__
+from voyado_sync import __version__, settings
 from voyado_sync.dbt_status import read_build_status
 from voyado_sync.exceptions import ConfigProblem, FatalApiError, VoyadoSyncError, error_kind
 from voyado_sync.project import Project, load_project, open_warehouse, resolve_models
-from voyado_sync.settings import RunOptions, VoyadoConnection, check_rate, connection_from_env
+from voyado_sync.settings import (
+    RunOptions,
+    VoyadoConnection,
+    check_rate,
+    connection_from_env,
+    raw_connection,
+)
 from voyado_sync.spec import InteractionModel
-from voyado_sync.state import LOCK_RENEW_SECONDS, Ledger, RunStatus, new_run_id, utc_now
+from voyado_sync.state import (
+    LOCK_RENEW_SECONDS,
+    Ledger,
+    RunStatus,
+    environment_of,
+    new_run_id,
+    utc_now,
+)
 from voyado_sync.sync import stage
 from voyado_sync.sync.contacts import ContactResolver, OfflineResolver
 from voyado_sync.sync.deliver import DrySender, VoyadoSender
@@ -73,7 +87,14 @@ async def _run(
     opened.append(warehouse)
     resolved = await db(resolve_models, project, warehouse)
     models = resolved.models
-    ledger = Ledger(warehouse, schema=options.state_schema)
+    # Which Voyado the ledger's rows are about: a dry run without a key still diffs against
+    # the rows delivered to the Voyado it names (or, naming none, to any).
+    url = connection.base_url if connection is not None else raw_connection(options.base_url)[0]
+    ledger = Ledger(
+        warehouse,
+        schema=options.state_schema,
+        environment=environment_of(url) if url else None,
+    )
     result = SyncResult(
         run_id=new_run_id(),
         dry_run=options.dry_run,
@@ -163,12 +184,15 @@ async def _real_run(
     progress: ProgressCallback | None,
 ) -> None:
     # Check every schema before sending anything: drift stops only its model.
-    for model, res in zip(models, result.synced, strict=True):
+    for i, (model, res) in enumerate(zip(models, result.synced, strict=True)):
         check = await check_schema(client, model)
         res.schema_created, res.error = check.created, check.error
+        models[i] = dataclasses.replace(model, stored_json_schema=check.stored)
     claimed: set[str] = set()
     # The client's window bounds what is really in flight; these gates only need to let it.
-    resolver = ContactResolver(client, ledger, db, client.max_in_flight)
+    resolver = ContactResolver(
+        client, ledger, db, client.max_in_flight, max_age_days=settings.contact_cache_days()
+    )
     sender = VoyadoSender(client, stop, client.max_in_flight, claimed)
     plan = Plan(
         ledger=ledger,

@@ -5,6 +5,7 @@ that model (Voyado cannot update a schema in place)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from voyado_sync.exceptions import ApiError, FatalApiError, RequestRefused
 from voyado_sync.schemas import describe_drift
@@ -17,6 +18,8 @@ class SchemaCheck:
     created: bool = False
     #: Why this model sends nothing this run; None: go ahead.
     error: str | None = None
+    #: The jsonSchema Voyado holds (None: not read).
+    stored: dict[str, Any] | None = None
 
 
 async def check_schema(client: VoyadoClient, model: InteractionModel) -> SchemaCheck:
@@ -29,7 +32,7 @@ async def check_schema(client: VoyadoClient, model: InteractionModel) -> SchemaC
         existing = await client.get_schema(model.schema_id)
         if existing is None:
             await client.create_schema(wanted)
-            return SchemaCheck(created=True)
+            return SchemaCheck(created=True, stored=wanted["jsonSchema"])
     except FatalApiError:
         raise
     except RequestRefused as exc:
@@ -40,7 +43,8 @@ async def check_schema(client: VoyadoClient, model: InteractionModel) -> SchemaC
         )
     drift = describe_drift(wanted, existing)
     if not drift:
-        return SchemaCheck()
+        stored = existing.get("jsonSchema")
+        return SchemaCheck(stored=stored if isinstance(stored, dict) else None)
     return SchemaCheck(
         error=(
             f"interaction schema {model.schema_id} in Voyado differs from the model's "

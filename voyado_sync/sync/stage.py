@@ -46,7 +46,10 @@ def stage(ledger: Ledger, model: InteractionModel, *, retry_rejected: bool) -> S
     wh = ledger.warehouse
     source, deliveries = sql.source_table(model, wh.dialect), ledger.table("deliveries")
     keys, cand, pending = (ledger.staging_table(model, s) for s in sql.STAGING_STEPS)
-    unsent_keys = sql.unsent_keys_select(model=model, source=source, ledger=deliveries)
+    env = ledger.environment
+    unsent_keys = sql.unsent_keys_select(
+        model=model, source=source, ledger=deliveries, environment=env
+    )
     with wh.keys_join():
         wh.execute_many(sql.create_sql(keys, unsent_keys, wh.dialect))
     selected = int(wh.query(sql.count_sql(source, wh.dialect))[0][0])
@@ -55,7 +58,11 @@ def stage(ledger: Ledger, model: InteractionModel, *, retry_rejected: bool) -> S
     # of every key; the ledger then holds none of these rows as sent, so the one-statement
     # join is small.
     candidates = sql.candidates_select(
-        model=model, source=source, ledger=deliveries, keys=None if unsent >= selected else keys
+        model=model,
+        source=source,
+        ledger=deliveries,
+        keys=None if unsent >= selected else keys,
+        environment=env,
     )
     wh.execute_many([*sql.create_sql(cand, candidates, wh.dialect), sql.drop_sql(keys, wh.dialect)])
     wh.execute_many(
@@ -86,7 +93,11 @@ def preview(
     wh = ledger.warehouse
     deliveries = ledger.table("deliveries") if ledger_exists else sql.empty_ledger()
     candidates, pending = sql.preview_selects(
-        model=model, ledger=deliveries, retry_rejected=retry_rejected, dialect=wh.dialect
+        model=model,
+        ledger=deliveries,
+        retry_rejected=retry_rejected,
+        dialect=wh.dialect,
+        environment=ledger.environment,
     )
     # A dry run stages nothing, so whatever memory its queries use is freed when each ends:
     # the allowance of the key join applies to all of them.
@@ -130,6 +141,7 @@ def page(
             row_key_display=", ".join(f"{c}={values[c]}" for c in model.unique_key),
             content_hash=str(r[2]),
             first_seen_at=r[5],
+            relation=str(model.relation),
         )
         out.append((int(r[0]), PendingRow(ref, int(r[3]), r[4], values)))
     return out

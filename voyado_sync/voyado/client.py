@@ -84,6 +84,7 @@ LOOKUP_KEYS = frozenset({"email", "mobilePhone", "customKey", "socialSecurityNum
 _INTERACTIONS = "/api/v3/interactions"
 _SCHEMAS = "/api/v3/interactionschemas"
 _CONTACT_ID = "/api/v3/contacts/id"
+_CONTACT_CHANGES = "/api/v3/contacts/changes"
 
 # The request may have reached Voyado and been stored: the outcome of a POST is unknown.
 _UNKNOWN_OUTCOME_ERRORS: tuple[type[httpx.TransportError], ...] = (
@@ -850,6 +851,31 @@ class VoyadoClient:
         return self._redact(kind)[:80]
 
     # --------------------------------------------------------------------------- contacts
+
+    async def contact_changes(self, change_type: str, since: str, until: str) -> set[str] | None:
+        """Ids of contacts created, updated or deleted (``change_type``) between two ISO
+        instants (``GET /api/v3/contacts/changes``), lower-cased; None when this tenant does
+        not answer it usably (not every tenant has it; over 250,000 ids it answers 400)."""
+        what = f"list contacts {change_type.lower()} since {since}"
+        try:
+            resp = await self._idempotent(
+                "contact_changes",
+                "GET",
+                _CONTACT_CHANGES,
+                params={"changeType": change_type, "fromDate": since, "toDate": until},
+                what=what,
+            )
+        except RetryableApiError:
+            return None
+        if resp.status_code != 200:
+            return None
+        try:
+            data = resp.json()
+        except ValueError:
+            return None
+        if not isinstance(data, list) or not all(isinstance(i, str) for i in data):
+            return None
+        return {i.lower() for i in data}
 
     async def lookup_contact(self, key: str, value: str) -> LookupOutcome:
         """Find a contact's id by ``email``, ``mobilePhone``, ``customKey`` or

@@ -133,6 +133,7 @@ RequestKind = Literal[
     "interaction_get",
     "interaction_delete",
     "contact_lookup",
+    "contact_changes",
 ]
 
 

@@ -300,6 +300,7 @@ class DbtWarehouse:
         except Exception as exc:
             self._conn_ctx.__exit__(None, None, None)
             raise self._translate(exc, "connect") from exc
+        self._utc_session()
         if self.adapter_type == "duckdb":
             creds = config.credentials
             self._limit_duckdb_memory(
@@ -339,6 +340,9 @@ class DbtWarehouse:
                 ) from exc
             if self.memory_limit is not None and "memory_limit" not in settings:
                 connection.execute(_set_sql("memory_limit", self.memory_limit))
+            utc = dialect_of("duckdb").utc_session
+            if utc and "TimeZone" not in settings:
+                connection.execute(utc)
 
         self._handle = _ShortDuckDB(self._duckdb_path(creds), config, on_open)
         try:
@@ -349,6 +353,17 @@ class DbtWarehouse:
             raise self._translate(exc, "connect") from exc
         self._limit_duckdb_memory({**config, **settings})
         self._release()
+
+    def _utc_session(self) -> None:
+        """Run the session in UTC, so that no rendering of a timestamp depends on the
+        machine's time zone (row keys, content hashes, values read back)."""
+        statement = dialect_of(self.dialect).utc_session
+        if statement is None:
+            return
+        try:
+            self.execute(statement)
+        except WarehouseError as exc:
+            _log.debug("the session time zone could not be set to UTC: %s", exc)
 
     def _limit_duckdb_memory(self, profile: dict[str, Any]) -> None:
         """Cap DuckDB's buffer pool unless the profile does: its default is 80% of RAM, which

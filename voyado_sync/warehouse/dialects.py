@@ -11,6 +11,7 @@ What differs, and where it is handled:
   exists), ``DESCRIBE TABLE`` on Spark and Databricks (no information_schema outside Unity
   Catalog) (:meth:`SqlDialect.columns_sql`, :meth:`SqlDialect.columns_from`);
 - which tables a schema holds (the same three forms);
+- the statement that sets the session's time zone to UTC (:attr:`SqlDialect.utc_session`);
 - whether ``DELETE`` exists: plain Spark tables (Parquet, Hive) have no DELETE, UPDATE or MERGE.
   The ledger never needs them (it is an append-only journal); where they exist it also removes
   superseded entries (:attr:`SqlDialect.deletes`).
@@ -46,6 +47,10 @@ class SqlDialect:
     #: Whether information_schema lives in each database (Snowflake) rather than once per
     #: connection (DuckDB's is in its system catalog; PostgreSQL's is the current database's).
     information_schema_per_database: bool = False
+    #: The statement that makes the session's time zone UTC (None: it always is), so that a
+    #: session-local timestamp renders the same whatever the machine's TZ (Spark's TIMESTAMP
+    #: is one). A constant: nothing of the user's is part of it.
+    utc_session: str | None = None
 
     def sql(self, expression: exp.Expr) -> str:
         return expression.sql(dialect=self.name)
@@ -172,17 +177,23 @@ class SparkDialect(SqlDialect):
 
 
 DIALECTS: dict[str, SqlDialect] = {
-    "duckdb": SqlDialect("duckdb"),
-    "postgres": SqlDialect("postgres", fold="lower", exact_quoted=True),
-    "redshift": SqlDialect("redshift", fold="lower"),
+    "duckdb": SqlDialect("duckdb", utc_session="SET TimeZone = 'UTC'"),
+    "postgres": SqlDialect(
+        "postgres", fold="lower", exact_quoted=True, utc_session="SET TIME ZONE 'UTC'"
+    ),
+    "redshift": SqlDialect("redshift", fold="lower", utc_session="SET timezone TO 'UTC'"),
     "snowflake": SqlDialect(
-        "snowflake", fold="upper", exact_quoted=True, information_schema_per_database=True
+        "snowflake",
+        fold="upper",
+        exact_quoted=True,
+        information_schema_per_database=True,
+        utc_session="ALTER SESSION SET TIMEZONE = 'UTC'",
     ),
     "bigquery": BigQueryDialect("bigquery"),
-    "spark": SparkDialect("spark", deletes=False),
+    "spark": SparkDialect("spark", deletes=False, utc_session="SET TIME ZONE 'UTC'"),
     # Delta tables (the default on Databricks) have DELETE.
-    "databricks": SparkDialect("databricks"),
-    "trino": SqlDialect("trino", fold="lower"),
+    "databricks": SparkDialect("databricks", utc_session="SET TIME ZONE 'UTC'"),
+    "trino": SqlDialect("trino", fold="lower", utc_session="SET TIME ZONE 'UTC'"),
 }
 
 
