@@ -11,6 +11,7 @@ constraints.txt change (.venv/dagster also when examples/dagster/requirements.tx
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -217,6 +221,7 @@ def demo() -> int:
         print("\n== Second run: nothing new, nothing sent twice ==", flush=True)
         second = subprocess.run(sync, env=env, cwd=EXAMPLE).returncode
         print(f"(exit code {second})\n", flush=True)
+        ended = _end_a_subscription(dbt_cmd, sync, env, port, api_key)
         print("== The run history in dbt: the monitoring package over the ledger ==", flush=True)
         dbt_cmd("build", "--select", MONITORING)
         for model in ("voyado_sync_runs_daily", "voyado_sync_rejections"):
@@ -232,7 +237,55 @@ def demo() -> int:
             emulator.wait(timeout=10)
         except subprocess.TimeoutExpired:
             emulator.kill()
-    return 0 if second == 0 else 1
+    return 0 if second == 0 and ended else 1
+
+
+def _interactions(port: int, schema_id: str) -> dict[str, dict[str, object]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_emulator/interactions") as answer:
+        stored = json.load(answer)
+    return {str(i["id"]): i for i in stored if i.get("schemaId") == schema_id}
+
+
+def _end_a_subscription(
+    dbt_cmd: Callable[..., None], sync: list[str], env: dict[str, str], port: int, api_key: str
+) -> bool:
+    """voyado_active_subscriptions is a mirror model: end SUB-9001, rebuild, sync, and show
+    that its interaction is gone from Voyado."""
+    print("== A subscription ends: SUB-9001 leaves the mirror model ==", flush=True)
+    before = _interactions(port, "activeSubscription")
+    dbt_cmd(
+        "build",
+        "--select",
+        "voyado_active_subscriptions",
+        "--vars",
+        "{ended_subscriptions: [SUB-9001]}",
+    )
+    code = subprocess.run(
+        [*sync, "--select", "voyado_active_subscriptions"], env=env, cwd=EXAMPLE
+    ).returncode
+    gone = sorted(set(before) - set(_interactions(port, "activeSubscription")))
+    for interaction_id in gone:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v3/interactions/{interaction_id}",
+            headers={
+                "apikey": api_key,
+                "User-Agent": "voyado-sync demo",
+                "Content-Type": "application/json",
+            },
+        )
+        try:
+            urllib.request.urlopen(request).close()
+            status = 200
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        payload = json.dumps(before[interaction_id].get("payload"), ensure_ascii=False)
+        print(
+            f"deleted in Voyado: interaction {interaction_id} {payload} "
+            f"(GET /api/v3/interactions/{interaction_id} now answers {status})",
+            flush=True,
+        )
+    print(f"(exit code {code}; {len(gone)} interaction deleted)\n", flush=True)
+    return code == 0 and len(gone) == 1
 
 
 def _ensure_postgres() -> None:

@@ -59,6 +59,7 @@ from voyado_sync.exceptions import (
     error_kind,
 )
 from voyado_sync.settings import RunOptions
+from voyado_sync.spec import FirstRun, parse_first_run
 from voyado_sync.sync import ProgressCallback, SyncResult
 from voyado_sync.sync import run as _run_sync
 
@@ -123,6 +124,9 @@ def run(
     concurrency: int | None = settings.DEFAULT_CONCURRENCY,
     retry_rejected: bool = False,
     ignore_dbt_status: bool = False,
+    first_run: str | None = None,
+    allow_mass_send: Iterable[str] = (),
+    allow_mass_delete: Iterable[str] = (),
     progress: ProgressCallback | None = None,
 ) -> RunResult:
     """Sync the selected models, exactly as ``voyado-sync run`` does.
@@ -149,6 +153,9 @@ def run(
         concurrency=concurrency,
         retry_rejected=retry_rejected,
         ignore_dbt_status=ignore_dbt_status,
+        first_run=_first_run(first_run),
+        allow_mass_send=_strings(allow_mass_send, "allow_mass_send"),
+        allow_mass_delete=_strings(allow_mass_delete, "allow_mass_delete"),
     )
     result = run_options(options, progress=progress)
     if result.fatal:
@@ -165,12 +172,23 @@ def run(
         )
     stopped = [m for m in result.models if m.error]
     if stopped:
+        guarded = any(m.stopped_by_guard for m in stopped)
         raise SchemaRefused(
-            f"{len(stopped)} model(s) stopped by the schema gate, nothing sent for them (the "
-            "other models ran; see voyado_sync_results.json):\n"
+            f"{len(stopped)} model(s) stopped by the schema gate"
+            + (" or a guard (first run, mass send, mass delete)" if guarded else "")
+            + ", nothing sent for them (the other models ran; see voyado_sync_results.json):\n"
             + "\n".join(f"  {m.model}: {m.error}" for m in stopped)
         )
     return result
+
+
+def _first_run(text: str | None) -> FirstRun | None:
+    if text is None:
+        return None
+    try:
+        return parse_first_run(text)
+    except ValueError as exc:
+        raise ConfigError([ConfigProblem(f"first_run {exc}", key="first_run")]) from None
 
 
 def validate(

@@ -406,6 +406,26 @@ def _duration(seconds: float) -> str:
     help="Sync models even when dbt's last build (target/run_results.json) failed them, skipped "
     "them or failed one of their tests of severity error.",
 )
+@click.option(
+    "--first-run",
+    "first_run",
+    default=None,
+    metavar="backfill|baseline|since:DATE",
+    help="What the first sync of each selected model sends (over meta.voyado.first_run): "
+    "every row, none (recorded as already there), or rows created on or after DATE.",
+)
+@click.option(
+    "--allow-mass-send",
+    multiple=True,
+    metavar="MODEL",
+    help="Let MODEL send more than half of its rows although it was synced before (repeatable).",
+)
+@click.option(
+    "--allow-mass-delete",
+    multiple=True,
+    metavar="MODEL",
+    help="Let mirror model MODEL delete more than half of its interactions (repeatable).",
+)
 def run(
     project_dir: Path,
     profiles_dir: Path | None,
@@ -421,6 +441,9 @@ def run(
     state_schema: str,
     retry_rejected: bool,
     ignore_dbt_status: bool,
+    first_run: str | None,
+    allow_mass_send: tuple[str, ...],
+    allow_mass_delete: tuple[str, ...],
 ) -> None:
     """Send the rows not yet delivered of every selected model."""
     from voyado_sync.api import run_options
@@ -442,6 +465,9 @@ def run(
                 concurrency=concurrency,
                 retry_rejected=retry_rejected,
                 ignore_dbt_status=ignore_dbt_status,
+                first_run=_first_run_option(first_run),
+                allow_mass_send=allow_mass_send,
+                allow_mass_delete=allow_mass_delete,
             )
             # A model whose meta key is a typo of voyado is not synced: the result says so
             # (problems, exit 2) instead of skipping it in silence.
@@ -459,6 +485,25 @@ def run(
     raise SystemExit(result.exit_code)
 
 
+def _first_run_option(text: str | None) -> Any:
+    from voyado_sync.exceptions import ConfigError, ConfigProblem
+    from voyado_sync.spec import parse_first_run
+
+    if text is None:
+        return None
+    try:
+        return parse_first_run(text)
+    except ValueError as exc:
+        raise ConfigError([ConfigProblem(f"--first-run {exc}", key="--first-run")]) from None
+
+
+_GUARD_WORDS = {
+    "first_run": "the first-run guard",
+    "mass_send": "the mass-send guard",
+    "mass_delete": "the mass-delete guard",
+}
+
+
 def _print_summary(result: Any) -> None:
     head = "Dry run: nothing was written or sent." if result.dry_run else f"Run {result.run_id}"
     click.echo(f"{head} ({result.warehouse})")
@@ -474,6 +519,13 @@ def _print_summary(result: Any) -> None:
             line += f", {m.not_sent} not sent (the run stopped first; sent on the next run)"
         if m.previously_rejected:
             line += f", {m.previously_rejected} rejected earlier (unchanged, skipped)"
+        would = "would be " if result.dry_run else ""
+        if m.baselined:
+            line += f", {m.baselined} {would}baselined (recorded as already there, not sent)"
+        if m.deleted:
+            line += f", {m.deleted} {would}deleted (left the model)"
+        if m.replaced:
+            line += f", {m.replaced} {would}replaced (changed: old interaction deleted, sent again)"
         click.echo(line)
         extras = []
         if m.schema_created:
@@ -500,7 +552,12 @@ def _print_summary(result: Any) -> None:
         for sample in m.samples:
             body = json.dumps(sample["body"], default=str, ensure_ascii=False)
             click.echo(f"      sample {sample['row_key']}: {body}")
-        if m.error:
+        for kind, keys in m.would.items():
+            click.echo(f"      would be {kind}: {', '.join(keys)}")
+        if m.stopped_by_guard:
+            head = "A REAL RUN WOULD STOP" if result.dry_run else "STOPPED"
+            click.echo(f"    {head} by {_GUARD_WORDS[m.stopped_by_guard]}: {m.error}")
+        elif m.error:
             click.echo(f"    ERROR: {m.error}")
         if m.skipped_by_dbt:
             click.echo(f"    NOT SYNCED: {m.skipped_by_dbt}")

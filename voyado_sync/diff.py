@@ -30,7 +30,9 @@ from sqlglot import exp
 from voyado_sync.spec import InteractionModel
 from voyado_sync.sqlexpr import col, ident, lit, table  # noqa: F401 - table: used by bench
 from voyado_sync.state import (
+    DELIVERY_COLUMNS,
     DELIVERY_IDENTITY,
+    DONE,
     RETRYABLE,
     Status,
     environment_scope,
@@ -54,6 +56,10 @@ SENT = Status.SENT
 REJECTED = Status.REJECTED
 FAILED = Status.FAILED
 CONTACT_NOT_FOUND = Status.CONTACT_NOT_FOUND
+#: The column of ``mirror_deletes_select`` that says why: VANISHED or REPLACED.
+DELETE_KIND = "__vs_delete_kind"
+VANISHED = "vanished"
+REPLACED = "replaced"
 
 
 def _escaped(value: exp.Expr) -> exp.Expr:
@@ -196,7 +202,7 @@ _LEDGER_COLUMNS = (
 )
 
 
-def empty_ledger() -> exp.Subquery:
+def empty_ledger(columns: Sequence[str] = _LEDGER_COLUMNS) -> exp.Subquery:
     """Stands in for a ledger that does not exist yet (dry runs write nothing, not even DDL).
 
     ``LIMIT 0`` rather than ``WHERE FALSE``: BigQuery refuses a WHERE without a FROM.
@@ -205,7 +211,7 @@ def empty_ledger() -> exp.Subquery:
         exp.select(
             *(
                 exp.alias_(exp.cast(exp.null(), exp.DataType.build("text")), c, quoted=True)
-                for c in _LEDGER_COLUMNS
+                for c in columns
             )
         )
         .limit(0)
@@ -218,6 +224,8 @@ def _latest(
     model: InteractionModel,
     environment: str | None,
     keys: exp.Expr | None = None,
+    *,
+    columns: Sequence[str] = _LEDGER_COLUMNS,
 ) -> exp.Expr:
     """The ledger's current entry of each key of this model's schema (alias l).
 
@@ -226,15 +234,20 @@ def _latest(
     A row's identity is (environment, schema_id, key), not the model's name: see state.py.
     """
     if isinstance(ledger, exp.Subquery):
-        return ledger.copy()  # the empty stand-in
+        if tuple(columns) == _LEDGER_COLUMNS:
+            return ledger.copy()  # the empty stand-in
+        return empty_ledger(columns)
     where: exp.Expr = exp.and_(
         col("schema_id").eq(lit(model.schema_id)), environment_scope(environment)
     )
     if keys is not None:
         where = exp.and_(where, col("row_key").isin(query=keys))
-    return latest_entries(ledger, _LEDGER_COLUMNS, DELIVERY_IDENTITY, where=where).subquery(
-        ident("l")
-    )
+    return latest_entries(ledger, columns, DELIVERY_IDENTITY, where=where).subquery(ident("l"))
+
+
+def _done(alias: str | None = "l") -> exp.Expr:
+    """The ledger row's status is final while the row is unchanged (sent or baselined)."""
+    return col("status", alias).isin(*(lit(s.value) for s in DONE))
 
 
 def _ledger_entry(model: InteractionModel, environment: str | None) -> exp.Expr:
@@ -258,9 +271,15 @@ def unsent_keys_select(
 ) -> exp.Select:
     """Step 1: the key of every model row not yet ``sent``; one row per model row.
 
-    ``sent`` is final (no transition leaves it), so a key is sent when any journal entry says
-    so: this narrow anti-join needs no ranking of the journal.
+    In an append model ``sent`` and ``baselined`` are final (no transition leaves them), so a
+    key is done when any journal entry says so: this narrow anti-join needs no ranking of the
+    journal. A mirror model's rows leave ``sent`` (deleted, replaced), so there a key is done
+    when its latest entry is sent or baselined with the content the row has now.
     """
+    if model.mirror:
+        return _changed_keys_select(
+            model=model, source=source, ledger=ledger, environment=environment
+        )
     keyed = exp.select(exp.alias_(row_key(model), ROW_KEY, quoted=True)).from_(source)
     sent = (
         exp.select(exp.Literal.number(1))
@@ -268,7 +287,7 @@ def unsent_keys_select(
         .where(
             exp.and_(
                 _ledger_entry(model, environment),
-                col("status", "l").eq(lit(SENT)),
+                _done(),
                 col("row_key", "l").eq(col(ROW_KEY, "m")),
             )
         )
@@ -277,6 +296,107 @@ def unsent_keys_select(
         exp.select(col(ROW_KEY, "m"))
         .from_(keyed.subquery(ident("m")))
         .where(exp.Not(this=exp.Exists(this=sent)))
+    )
+
+
+def _content_hash(model: InteractionModel, alias: str | None = None) -> exp.Expression:
+    """The content hash of the model's own columns (the candidates' CONTENT_HASH)."""
+    columns = content_columns(model)
+    return hash_of(columns, alias, [type_of(model, c) for c in columns])
+
+
+def _keyed_content(model: InteractionModel, source: exp.Table) -> exp.Select:
+    """Each model row's key and content hash (the same hashes the candidates carry)."""
+    return exp.select(
+        exp.alias_(row_key(model), ROW_KEY, quoted=True),
+        exp.alias_(_content_hash(model), CONTENT_HASH, quoted=True),
+    ).from_(source)
+
+
+def _changed_keys_select(
+    *,
+    model: InteractionModel,
+    source: exp.Table,
+    ledger: exp.Table | exp.Subquery,
+    environment: str | None,
+) -> exp.Select:
+    """Step 1 of a mirror model: the keys whose latest entry is not sent or baselined with
+    the row's current content (new, changed, deleted, failed, ...)."""
+    done = (
+        exp.select(col("row_key"), col("content_hash"))
+        .from_(_latest(ledger, model, environment))
+        .where(_done(None))
+    )
+    on = exp.and_(
+        col("row_key", "d").eq(col(ROW_KEY, "m")),
+        col("content_hash", "d").eq(col(CONTENT_HASH, "m")),
+    )
+    return (
+        exp.select(col(ROW_KEY, "m"))
+        .from_(_keyed_content(model, source).subquery(ident("m")))
+        .join(done.subquery(ident("d")), on=on, join_type="left")
+        .where(col("row_key", "d").is_(exp.null()))
+    )
+
+
+def mirror_deletes_select(
+    *,
+    model: InteractionModel,
+    source: exp.Table,
+    ledger: exp.Table | exp.Subquery,
+    environment: str | None = None,
+) -> exp.Select:
+    """A mirror model's interactions to delete: the latest entry (every delivery column) of
+    each key that is sent or baselined and whose key has left the model (``vanished``), or
+    that is sent and whose row's content changed (``replaced``: deleted, then sent again).
+
+    A key shared by several rows counts as changed: none of them can be sent until it is
+    unique, and the old interaction no longer stands for the model's rows.
+    """
+    rows = _keyed_content(model, source).subquery(ident("r"))
+    by_key = (
+        exp.select(
+            col(ROW_KEY),
+            exp.alias_(exp.Min(this=col(CONTENT_HASH)), CONTENT_HASH, quoted=True),
+            exp.alias_(exp.Count(this=exp.Star()), DUP_COUNT, quoted=True),
+        )
+        .from_(rows)
+        .group_by(col(ROW_KEY))
+    )
+    vanished = col(ROW_KEY, "m").is_(exp.null())
+    changed = exp.and_(
+        col("status", "l").eq(lit(SENT)),
+        exp.or_(
+            col("content_hash", "l").neq(col(CONTENT_HASH, "m")),
+            exp.GT(this=col(DUP_COUNT, "m"), expression=exp.Literal.number(1)),
+        ),
+    )
+    kind = exp.Case(ifs=[exp.If(this=vanished.copy(), true=lit(VANISHED))], default=lit(REPLACED))
+    return (
+        exp.select(
+            *(col(c, "l") for c in DELIVERY_COLUMNS), exp.alias_(kind, DELETE_KIND, quoted=True)
+        )
+        .from_(_latest(ledger, model, environment, columns=DELIVERY_COLUMNS))
+        .join(
+            by_key.subquery(ident("m")),
+            on=col(ROW_KEY, "m").eq(col("row_key", "l")),
+            join_type="left",
+        )
+        .where(exp.and_(_done(), exp.or_(vanished, changed)))
+        .order_by(col("row_key", "l"))
+    )
+
+
+def mirror_live_sql(
+    *, model: InteractionModel, ledger: exp.Table, dialect: str, environment: str | None = None
+) -> str:
+    """How many of a mirror model's rows Voyado holds (latest entry sent): the base of the
+    mass-delete guard."""
+    return (
+        exp.select(exp.Count(this=exp.Star()))
+        .from_(_latest(ledger, model, environment))
+        .where(col("status", "l").eq(lit(SENT)))
+        .sql(dialect=dialect)
     )
 
 
@@ -302,9 +422,11 @@ def candidates_select(
     ).from_(source)
     on = col("row_key", "l").eq(col(ROW_KEY, "m"))
     content = [f"c{used.index(name)}" for name in content_columns(model)]
-    unsent: exp.Expr = exp.or_(
-        col("row_key", "l").is_(exp.null()), col("status", "l").neq(lit(SENT))
-    )
+    unsent: exp.Expr = exp.or_(col("row_key", "l").is_(exp.null()), _done().not_())
+    if model.mirror:
+        # Every row of a key step 1 found (new, changed, deleted...), so that duplicates of a
+        # changed key are all seen; without keys, every key was found.
+        unsent = exp.true()
     wanted = exp.select(col(ROW_KEY)).from_(keys) if keys is not None else None
     if wanted is not None:
         unsent = exp.and_(col(ROW_KEY, "m").isin(query=wanted.copy()), unsent)
@@ -386,6 +508,11 @@ def pending_select(
             exp.true() if retry_rejected else col(PREV_HASH).neq(col(GROUP_HASH)),
         ),
     )
+    if model.mirror:
+        # A sent or baselined row is a candidate only when its content changed: replaced.
+        retry_condition = exp.or_(
+            retry_condition, col(PREV_STATUS).isin(*(lit(s.value) for s in DONE))
+        )
     numbered = exp.Window(
         this=exp.RowNumber(), order=exp.Order(expressions=[exp.Ordered(this=col(ROW_KEY))])
     )

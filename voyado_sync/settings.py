@@ -19,6 +19,7 @@ from voyado_sync.exceptions import ConfigError, ConfigProblem
 if TYPE_CHECKING:  # both are imported when used: this module is read by --help
     from pydantic import SecretStr
 
+    from voyado_sync.spec import FirstRun
     from voyado_sync.voyado.client import RetryPolicy
 
 ENV_BASE_URL = "VOYADO_BASE_URL"
@@ -78,6 +79,12 @@ class RunOptions:
     #: Sync models even when dbt's last build failed them or their tests (run_results.json).
     ignore_dbt_status: bool = False
     page_size: int | None = None
+    #: ``--first-run``: the first-sync policy for the selected models, over their YAML's.
+    first_run: FirstRun | None = None
+    #: Models the mass-send guard lets through (``--allow-mass-send``).
+    allow_mass_send: tuple[str, ...] = ()
+    #: Mirror models the mass-delete guard lets through (``--allow-mass-delete``).
+    allow_mass_delete: tuple[str, ...] = ()
     #: None: the run's defaults, overridden by VOYADO_SYNC_MAX_ATTEMPTS and friends.
     retry: RetryPolicy | None = None
     timeout: float = DEFAULT_TIMEOUT

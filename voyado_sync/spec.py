@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -74,6 +75,19 @@ class ContactSpec(_Strict):
     not_found_retry_days: int = Field(default=7, ge=0)
 
 
+class SinceSpec(_Strict):
+    """``first_run: {since: DATE}``: rows created at or after it are sent, earlier ones
+    baselined."""
+
+    since: datetime | date
+
+
+SyncMode = Literal["append", "mirror"]
+FirstRunChoice = Literal["backfill", "baseline"]
+FIRST_RUN_CHOICES = ("backfill", "baseline")
+FIRST_RUN_HELP = "backfill, baseline or {since: DATE} (an ISO date or timestamp)"
+
+
 class VoyadoSpec(_Strict):
     """The whole ``config.meta.voyado`` block of one model, as written."""
 
@@ -83,6 +97,10 @@ class VoyadoSpec(_Strict):
     contact: ContactSpec
     created_date: str | None = None
     properties: dict[str, str | PropertySpec]
+    #: What the first sync of this schema_id sends (None: ask, through the first-run guard).
+    first_run: FirstRunChoice | SinceSpec | None = None
+    #: append never deletes; mirror keeps Voyado holding exactly the model's rows.
+    mode: SyncMode = "append"
 
     @field_validator("schema_id")
     @classmethod
@@ -116,26 +134,99 @@ class VoyadoSpec(_Strict):
             )
         return value
 
+    @field_validator("first_run", mode="before")
+    @classmethod
+    def _first_run_shape(cls, value: object) -> object:
+        if value is None or value in FIRST_RUN_CHOICES:
+            return value
+        if isinstance(value, Mapping) and set(value) == {"since"}:
+            since = value["since"]
+            if isinstance(since, date):
+                return value
+            try:
+                parse_first_run(f"since:{since}")
+            except ValueError:
+                raise ValueError(
+                    f"since must be an ISO date or timestamp such as 2026-11-01 (got {since!r})"
+                ) from None
+            return value
+        raise ValueError(f"must be {FIRST_RUN_HELP} (got {value!r})")
+
     @property
     def unique_key_columns(self) -> tuple[str, ...]:
         return (self.unique_key,) if isinstance(self.unique_key, str) else tuple(self.unique_key)
+
+
+@dataclass(frozen=True)
+class FirstRun:
+    """What a model's first sync for its ``schema_id`` sends: ``backfill`` (every row),
+    ``baseline`` (none: every current row is recorded ``baselined``) or ``since`` (rows whose
+    createdDate is at or after ``since``, an instant as Voyado writes it; earlier ones
+    baselined)."""
+
+    policy: Literal["backfill", "baseline", "since"]
+    since: str | None = None
+
+    def __str__(self) -> str:
+        return f"since:{self.since}" if self.policy == "since" else self.policy
+
+
+def instant(value: date | datetime) -> str:
+    """A date (midnight UTC) or timestamp (naive: UTC) as Voyado writes instants."""
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time(0), tzinfo=UTC)
+    elif value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    text = value.astimezone(UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def parse_first_run(text: str) -> FirstRun:
+    """``backfill``, ``baseline`` or ``since:DATE`` (``--first-run``); ValueError otherwise."""
+    raw = text.strip()
+    if raw in FIRST_RUN_CHOICES:
+        return FirstRun(raw)  # type: ignore[arg-type]
+    if raw.startswith("since:"):
+        stamp = raw.removeprefix("since:").strip()
+        try:
+            moment: date | datetime = (
+                date.fromisoformat(stamp) if len(stamp) == 10 else datetime.fromisoformat(stamp)
+            )
+        except ValueError:
+            raise ValueError(
+                f"since:{stamp}: not an ISO date or timestamp (e.g. since:2026-11-01)"
+            ) from None
+        return FirstRun("since", instant(moment))
+    raise ValueError(f"must be backfill, baseline or since:DATE (got {text!r})")
+
+
+def first_run_of(spec: VoyadoSpec) -> FirstRun | None:
+    if spec.first_run is None:
+        return None
+    if isinstance(spec.first_run, SinceSpec):
+        return FirstRun("since", instant(spec.first_run.since))
+    return FirstRun(spec.first_run)
 
 
 _ALLOWED_KEYS: dict[str, tuple[str, ...]] = {
     "": tuple(VoyadoSpec.model_fields),
     "contact": tuple(ContactSpec.model_fields),
     "property": tuple(PropertySpec.model_fields),
+    "first_run": tuple(SinceSpec.model_fields),
 }
 
 
+_UNION_ARMS = ("str", "PropertySpec", "list[str]", "SinceSpec")
+
+
 def _key_path(loc: Sequence[int | str]) -> str:
-    parts = [str(p) for p in loc if p not in ("str", "PropertySpec", "list[str]")]
+    parts = [str(p) for p in loc if p not in _UNION_ARMS]
     return ".".join([META_ROOT, *parts])
 
 
 def _explain(error: Mapping[str, Any]) -> str:
     kind = str(error.get("type", ""))
-    loc = [p for p in error.get("loc", ()) if p not in ("str", "PropertySpec", "list[str]")]
+    loc = [p for p in error.get("loc", ()) if p not in _UNION_ARMS]
     if kind == "extra_forbidden":
         scope = "property" if loc and loc[0] == "properties" else (loc[0] if len(loc) > 1 else "")
         allowed = _ALLOWED_KEYS.get(str(scope), _ALLOWED_KEYS[""])
@@ -213,6 +304,15 @@ def _check_rules(model: str, spec: VoyadoSpec) -> None:
     ]
     if len(segmentable) > MAX_SEGMENTABLE:
         problems.append(_too_many_segmentable(model, segmentable))
+    if isinstance(spec.first_run, SinceSpec) and not spec.created_date:
+        problems.append(
+            ConfigProblem(
+                "first_run since needs created_date: without it a row's createdDate is the "
+                "time it is sent, so no row is older than the date",
+                model,
+                f"{META_ROOT}.first_run.since",
+            )
+        )
     for name, prop in spec.properties.items():
         if isinstance(prop, PropertySpec) and prop.format and prop.type not in (None, "string"):
             problems.append(
@@ -369,9 +469,17 @@ class InteractionModel:
     created_date_column: str | None
     properties: tuple[ResolvedProperty, ...]
     column_types: dict[str, str] = field(default_factory=dict)
+    #: ``append`` (never deletes) or ``mirror`` (rows that leave, or change, are deleted).
+    mode: str = "append"
+    #: The first sync's policy from the YAML (None: the first-run guard decides).
+    first_run: FirstRun | None = None
     #: The ``jsonSchema`` Voyado holds for ``schema_id``, once the schema gate has read it:
     #: payloads are validated against it as well as against the one generated here.
     stored_json_schema: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def mirror(self) -> bool:
+        return self.mode == "mirror"
 
     def schema_body(self) -> dict[str, Any]:
         """The body of ``POST /api/v3/interactionschemas`` for this model."""
@@ -562,6 +670,8 @@ def resolve(
         created_date_column=created[0] if created else None,
         properties=tuple(resolved),
         column_types={name: dtype for name, dtype in columns.items()},
+        mode=spec.mode,
+        first_run=first_run_of(spec),
     )
 
 

@@ -77,6 +77,16 @@ class Status(StrEnum):
     """Was sent, but ``schemas upgrade`` deletes (or deleted) its schema, and with it the
     interaction: sent again by the upgrade's replay with its original createdDate. The entry
     keeps the previous interaction id for the record."""
+    BASELINED = "baselined"
+    """There before the model's first sync, which was told not to send it (``first_run``):
+    never sent, as if it had been."""
+    DELETING = "deleting"
+    """A mirror model's interaction whose DELETE is about to leave or had no clear answer:
+    journaled, with its interaction id, before the request; deleted again by the next run
+    until Voyado answers (a 404 means already gone). Its key is not sent meanwhile."""
+    DELETED = "deleted"
+    """A mirror model's row whose interaction Voyado no longer holds (its key left the model,
+    or its content changed and it is sent again). Sent again when its key comes back."""
 
 
 class RunStatus(StrEnum):
@@ -89,9 +99,24 @@ class RunStatus(StrEnum):
 
 
 #: Statuses whose rows are sent again on the next run without any change.
-RETRYABLE = (Status.FAILED, Status.CONTACT_NOT_FOUND, Status.NOT_SENT, Status.REPLAY)
+RETRYABLE = (
+    Status.FAILED,
+    Status.CONTACT_NOT_FOUND,
+    Status.NOT_SENT,
+    Status.REPLAY,
+    Status.DELETED,
+)
+#: Statuses of rows Voyado holds (or, baselined, is taken to hold): not sent again while the
+#: row is unchanged (append models: whatever changes).
+DONE = (Status.SENT, Status.BASELINED)
 #: Statuses ``voyado-sync rejected`` lists.
-PROBLEMS = (Status.REJECTED, Status.FAILED, Status.CONTACT_NOT_FOUND, Status.IN_FLIGHT)
+PROBLEMS = (
+    Status.REJECTED,
+    Status.FAILED,
+    Status.CONTACT_NOT_FOUND,
+    Status.IN_FLIGHT,
+    Status.DELETING,
+)
 #: A claim whose holder has been silent this long is taken over (when its process cannot be
 #: checked). The holder renews it every LOCK_RENEW_SECONDS from a timer, whatever the run is
 #: waiting for (a long Retry-After, a slow statement), so silence means gone or frozen.
@@ -367,6 +392,42 @@ class Delivery:
             Status.IN_FLIGHT, now, reason=reason, http_status=http_status, error_code=error_code
         )
 
+    @classmethod
+    def baselined(cls, ref: RowRef, *, run_id: str, now: str, reason: str) -> Delivery:
+        """A row of a first sync told not to send it (``first_run``): never sent."""
+        return cls.of(ref, run_id=run_id, now=now)._to(Status.BASELINED, now, reason=reason)
+
+    def deleting(self, *, run_id: str, now: str, reason: str) -> Delivery:
+        """A mirror model's sent row whose interaction is about to be deleted: written and
+        committed before the DELETE leaves, with the interaction id it deletes."""
+        return self._to(
+            Status.DELETING,
+            now,
+            run_id=run_id,
+            reason=reason,
+            request_body=None,
+            http_status=None,
+            error_code=None,
+        )
+
+    def deleted(self, *, now: str, reason: str, http_status: int | None = None) -> Delivery:
+        """Voyado no longer holds its interaction (answered the DELETE, or 404: gone)."""
+        return self._to(Status.DELETED, now, reason=reason, http_status=http_status)
+
+    def delete_unsettled(
+        self,
+        reason: str,
+        *,
+        now: str,
+        http_status: int | None = None,
+        error_code: str | None = None,
+    ) -> Delivery:
+        """The DELETE got no clear answer or was refused: still deleting, tried again by the
+        next run; its key is not sent meanwhile."""
+        return self._to(
+            Status.DELETING, now, reason=reason, http_status=http_status, error_code=error_code
+        )
+
     def _to(self, status: Status, now: str, **changes: Any) -> Delivery:
         return dataclasses.replace(self, status=status, updated_at=now, **changes)
 
@@ -438,6 +499,23 @@ def environment_scope(environment: str | None, alias: str | None = None) -> exp.
         return exp.true()
     column = col("environment", alias)
     return exp.or_(column.eq(lit(environment)), column.is_(exp.null()))
+
+
+@dataclass(frozen=True)
+class History:
+    """What the ledger holds of one model (its latest entries), for the first-run and
+    mass-send guards."""
+
+    #: Rows under the model's schema_id in any status: 0 means this is its first sync.
+    entries: int
+    #: Of those, rows Voyado holds (sent).
+    sent: int
+    #: Rows of the model sent under another schema_id (its history, sent again if synced).
+    other_schemas_sent: int
+
+    @property
+    def first_sync(self) -> bool:
+        return self.entries == 0
 
 
 _ACTIVE = ("claim", "renew")
@@ -981,6 +1059,38 @@ class Ledger:
             col("schema_id").eq(lit(schema_id)), col("status").eq(lit(Status.IN_FLIGHT))
         )
 
+    def deleting(self, model: str, schema_id: str) -> list[Delivery]:
+        """A mirror model's rows whose DELETE a previous run journaled and never saw settled."""
+        return self._select(
+            col("schema_id").eq(lit(schema_id)), col("status").eq(lit(Status.DELETING))
+        )
+
+    def history(self, model: str, schema_id: str) -> History:
+        """What the ledger holds for this model in this environment: the rows under
+        ``schema_id`` (none: its first sync; a renamed model keeps its schema's history),
+        those sent, and the model's rows sent under other schema ids."""
+        if not self.exists():
+            return History(0, 0, 0)
+        mine = col("schema_id").eq(lit(schema_id))
+        sent = col("status").eq(lit(Status.SENT))
+
+        def count_if(condition: exp.Expr) -> exp.Expr:
+            hit = exp.Case(ifs=[exp.If(this=condition, true=exp.Literal.number(1))])
+            return exp.Coalesce(
+                this=exp.Sum(this=hit.else_(exp.Literal.number(0))),
+                expressions=[exp.Literal.number(0)],
+            )
+
+        of_model = col("model").eq(lit(model))
+        query = exp.select(
+            count_if(mine),
+            count_if(exp.and_(mine, sent)),
+            count_if(exp.and_(mine.copy().not_(), of_model, sent.copy())),
+        ).from_(self._latest_deliveries(exp.or_(mine.copy(), of_model.copy())))
+        rows = self.warehouse.query(self._sql(query))
+        entries, sent_n, other = rows[0] if rows else (0, 0, 0)
+        return History(int(entries or 0), int(sent_n or 0), int(other or 0))
+
     def sent_ids(self, schema_id: str, contact_ids: Sequence[str]) -> set[str]:
         """Voyado ids already claimed by sent rows of these contacts (never matched twice)."""
         if not contact_ids:
@@ -1225,7 +1335,7 @@ class Ledger:
     def _schema_rows(self, schema_id: str) -> exp.Subquery:
         return self._latest_deliveries(col("schema_id").eq(lit(schema_id)))
 
-    def history(self, schema_id: str, models: Sequence[InteractionModel]) -> tuple[int, int]:
+    def schema_history(self, schema_id: str, models: Sequence[InteractionModel]) -> tuple[int, int]:
         """(sent, lost): the rows the ledger holds as sent under ``schema_id``, and how many
         of them are no longer a row (same key) of ``models``: history that a delete of the
         schema would lose for good, because nothing could send it again. A row is its

@@ -215,7 +215,7 @@ def plan_upgrade(options: RunOptions, schema_id: str) -> UpgradePlan:
                 unfinished = None
             if unfinished is not None:
                 awaiting = ledger.awaiting_replay(schema_id)
-            sent, lost = ledger.history(schema_id, models)
+            sent, lost = ledger.schema_history(schema_id, models)
         refusal = ""
         changes = tuple(diff_schemas(generated, voyado)) if voyado is not None else ()
         if unfinished is None:
@@ -415,7 +415,7 @@ def _start(
         raise SchemaRefused(plan.refusal or f"interaction schema {plan.schema_id} is gone")
     with opened(dataclasses.replace(options, select=plan.models, exclude=())) as (models, _):
         wanted = [m for m in models if m.schema_id == plan.schema_id]
-        sent, lost = ledger.history(plan.schema_id, wanted)
+        sent, lost = ledger.schema_history(plan.schema_id, wanted)
     if lost:
         raise SchemaRefused(
             _refusal(plan.schema_id, wanted, plan.voyado, plan.changes, lost, sent, ledger)

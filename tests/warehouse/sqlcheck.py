@@ -205,7 +205,8 @@ class SnowflakeNames:
             self._resolve(select)
             return
         if isinstance(tree, exp.Alter):
-            self._check_tables(tree.this)
+            if tree.this is not None:  # ALTER SESSION names no table
+                self._check_tables(tree.this)
             return
         if isinstance(tree, exp.Select | exp.Union):
             self._resolve(tree)

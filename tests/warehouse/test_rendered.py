@@ -17,7 +17,7 @@ import pytest
 from tests.warehouse.sqlcheck import Recorder, SnowflakeNames, problems
 from voyado_sync.spec import InteractionModel, Relation, parse_spec, resolve
 from voyado_sync.state import Delivery, Ledger, RowRef, utc_now
-from voyado_sync.sync import stage
+from voyado_sync.sync import mirror, stage
 from voyado_sync.warehouse.dialects import dialect_of, relation_table
 
 COLUMNS = ("repair_id", "email", "repaired_at", "cost")
@@ -33,7 +33,7 @@ RELATIONS = {
 }
 
 
-def _model(dialect: str) -> InteractionModel:
+def _model(dialect: str, **more: object) -> InteractionModel:
     stored = [c.upper() for c in COLUMNS] if dialect == "snowflake" else list(COLUMNS)
     raw = {
         "schema_id": "repair",
@@ -41,6 +41,7 @@ def _model(dialect: str) -> InteractionModel:
         "contact": {"column": "email", "key": "email"},
         "created_date": "repaired_at",
         "properties": {"cost": "cost"},
+        **more,
     }
     types = ("INTEGER", "VARCHAR", "TIMESTAMP", "INTEGER")
     return resolve(
@@ -98,10 +99,28 @@ def every_statement(dialect: str) -> list[str]:
     ledger.run_history(5)
     ledger.problems([model.model])
     ledger.sent_count(model.schema_id)
+    # First runs and mirror models: the guards' counts, the mirror diff, deletes, baselines.
+    ledger.history(model.model, model.schema_id)
+    mirrored = _model(dialect, mode="mirror")
+    ledger.deleting(mirrored.model, mirrored.schema_id)
+    staged = stage.stage(ledger, mirrored, retry_rejected=False)
+    stage.page(ledger, mirrored, staged, after=0, size=100)
+    mirror.planned(ledger, mirrored)
+    mirror.live(ledger, mirrored)
+    stage.unstage(ledger, mirrored)
+    sent = journal.sent("i1", now=now)
+    deleting = sent.deleting(run_id=run_id, now=now, reason="left the model")
+    ledger.write([Delivery.baselined(ref, run_id=run_id, now=now, reason="baselined")])
+    ledger.write([deleting])
+    ledger.write([deleting.deleted(now=now, reason="deleted", http_status=204)])
     ledger.release_lock(run_id)
     rec.answers.clear()
     staged = stage.preview(dry, model, retry_rejected=False, ledger_exists=True)
     stage.page(dry, model, staged, after=0, size=100)
+    for exists in (False, True):
+        staged = stage.preview(dry, mirrored, retry_rejected=False, ledger_exists=exists)
+        stage.page(dry, mirrored, staged, after=0, size=100)
+        mirror.planned(dry, mirrored, exists=exists)
     return rec.statements
 
 

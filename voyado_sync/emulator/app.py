@@ -3,10 +3,10 @@
 Order for ``/api/v3`` requests, as Engage behaves and as the spec asks: Content-Type (500),
 User-Agent (400), API key (401), rate limit (429, nothing processed), injected gateway errors
 (nothing processed), the endpoint itself, the ambiguous fault on a successful interaction POST
-(stored, but the client gets a 503 or no answer), and last the added latency. A request is
-counted and limited when it arrives and answered after the latency (with its spread and slow
-tail): the round trip a client sees, while the server's one-second counts are the client's
-own sending pattern.
+or DELETE (stored or deleted, but the client gets a 503 or no answer), and last the added
+latency. A request is counted and limited when it arrives and answered after the latency
+(with its spread and slow tail): the round trip a client sees, while the server's one-second
+counts are the client's own sending pattern.
 ``/_emulator`` admin routes skip all of that.
 """
 
@@ -28,6 +28,7 @@ from voyado_sync.emulator.wire import Reply, error_reply
 API_PREFIX = "/api/v3/"
 ADMIN_PREFIX = "/_emulator/"
 INTERACTIONS_POST = "POST /api/v3/interactions"
+INTERACTION_DELETE = "DELETE /api/v3/interactions/{id}"
 
 # Engage's answer to a request without Content-Type: application/json, GET and DELETE included.
 _NO_CONTENT_TYPE = Reply(500, {"message": "An error has occurred"})
@@ -111,12 +112,15 @@ class EmulatorApp:
             return error_reply(404, "NotFound", f"no endpoint {request.method} {request.path}")
         reply = action()
         if (
-            endpoint == INTERACTIONS_POST
-            and reply.status == 201
+            (
+                (endpoint == INTERACTIONS_POST and reply.status == 201)
+                or (endpoint == INTERACTION_DELETE and reply.status == 204)
+            )
             and config.ambiguous_rate > 0
             and emulator.draw() < config.ambiguous_rate
         ):
-            # Stored already: the client cannot know, which is the point of this fault.
+            # Stored (or deleted) already: the client cannot know, which is the point of this
+            # fault.
             if emulator.draw() < 0.5:
                 emulator.count("dropped_connections")
                 return None
@@ -164,9 +168,7 @@ class EmulatorApp:
             case ["interactions", interaction_id], "GET":
                 return "GET /api/v3/interactions/{id}", lambda: em.get_interaction(interaction_id)
             case ["interactions", interaction_id], "DELETE":
-                return "DELETE /api/v3/interactions/{id}", lambda: em.delete_interaction(
-                    interaction_id
-                )
+                return INTERACTION_DELETE, lambda: em.delete_interaction(interaction_id)
             case ["contacts", "id"], "GET":
                 return "GET /api/v3/contacts/id", lambda: em.lookup_contact(request.query)
             case ["contacts", "changes"], "GET":

@@ -96,7 +96,8 @@ class _CannotStart(click.ClickException):
     type=click.FloatRange(0.0, 1.0),
     default=0.0,
     show_default=True,
-    help="Share of interaction POSTs stored but answered 503 or with a dropped connection.",
+    help="Share of interaction POSTs (stored) and DELETEs (carried out) answered 503 or with a "
+    "dropped connection.",
 )
 @click.option("--seed", type=int, default=None, help="Seed for reproducible fault injection.")
 @click.option(

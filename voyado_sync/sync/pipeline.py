@@ -15,11 +15,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from voyado_sync.diff import REPLACED, VANISHED
 from voyado_sync.exceptions import FatalApiError, RowRejected
 from voyado_sync.payload import PayloadBuilder
-from voyado_sync.spec import InteractionModel
-from voyado_sync.state import Delivery, Ledger, utc_now
-from voyado_sync.sync import merged, prepare, settle, stage, verify
+from voyado_sync.spec import FirstRun, InteractionModel
+from voyado_sync.state import Delivery, History, Ledger, utc_now
+from voyado_sync.sync import first_run, guards, merged, mirror, prepare, settle, stage, verify
 from voyado_sync.sync.contacts import ContactResolver, Resolver
 from voyado_sync.sync.deliver import Sender, VoyadoSender
 from voyado_sync.sync.lifecycle import Db, Stop
@@ -54,6 +55,12 @@ class Plan:
     keep_created_dates: bool = False
     #: This model's rows whose outcome is unknown, looked up again at the end.
     unknown: list[verify.Unknown] = field(default_factory=list)
+    #: ``--first-run``: the first-sync policy over the models' own.
+    first_run: FirstRun | None = None
+    allow_mass_send: frozenset[str] = frozenset()
+    allow_mass_delete: frozenset[str] = frozenset()
+    #: Deletes mirror models' interactions (None in a dry run).
+    deleter: mirror.Deleter | None = None
 
     async def write(self, deliveries: list[Delivery]) -> None:
         if deliveries and not self.dry_run:
@@ -75,15 +82,17 @@ async def sync_model(plan: Plan, model: InteractionModel, res: ModelResult) -> N
             retry_rejected=plan.retry_rejected,
             ledger_exists=plan.ledger_exists,
         )
-        await _record_staged(plan, model, res, staged)
+        await _sync_staged(plan, model, res, staged)
         return
     sender = plan.sender
     assert isinstance(sender, VoyadoSender)
     plan.unknown = []
     await _first_look(plan, sender, model, res)
+    if model.mirror and plan.deleter is not None:
+        await plan.deleter.recover(model, res)
     try:
         staged = await plan.db(stage.stage, plan.ledger, model, retry_rejected=plan.retry_rejected)
-        await _record_staged(plan, model, res, staged)
+        await _sync_staged(plan, model, res, staged)
     finally:
         await plan.db(stage.unstage, plan.ledger, model)
     await verify.look_again(
@@ -95,6 +104,85 @@ async def sync_model(plan: Plan, model: InteractionModel, res: ModelResult) -> N
         run_id=plan.run_id,
     )
     res.unverified = await plan.db(plan.ledger.count_in_flight, model.model, model.schema_id)
+
+
+async def _sync_staged(
+    plan: Plan, model: InteractionModel, res: ModelResult, staged: stage.Staged
+) -> None:
+    """Guards, then a mirror model's deletes and the first run's baseline, then sending."""
+    res.selected = staged.selected
+    res.already_sent = staged.already_sent
+    res.previously_rejected = staged.previously_rejected
+    exists = plan.ledger_exists
+    history = await plan.db(plan.ledger.history, model.model, model.schema_id)
+    deletes: list[mirror.Planned] = []
+    live = 0
+    if model.mirror:
+        deletes = await plan.db(mirror.planned, plan.ledger, model, exists=exists)
+        live = await plan.db(mirror.live, plan.ledger, model, exists=exists)
+    policy = (plan.first_run or model.first_run) if history.first_sync else None
+    stopped = _guard(plan, model, history, staged, policy, deletes, live)
+    if stopped is not None:
+        res.stopped_by_guard = stopped.guard
+        res.error = ("a real run would stop here: " if plan.dry_run else "") + stopped.message
+        res.not_sent = staged.rows
+        return
+    skip: set[str] = set()
+    if deletes:
+        if plan.dry_run:
+            res.deleted = sum(1 for p in deletes if p.kind == VANISHED)
+            res.replaced = sum(1 for p in deletes if p.kind == REPLACED)
+            for kind in ("deleted", "replaced"):
+                found = mirror.samples(deletes, VANISHED if kind == "deleted" else REPLACED)
+                if found:
+                    res.would[kind] = found
+        elif plan.deleter is not None:
+            skip |= await plan.deleter.delete(deletes, res)
+    if policy is not None and policy.policy != "backfill" and not plan.stop.is_set:
+        keys, rows, samples = await first_run.baseline(
+            db=plan.db,
+            ledger=plan.ledger,
+            model=model,
+            staged=staged,
+            policy=policy,
+            run_id=plan.run_id,
+            page_size=plan.page_size,
+            write=not plan.dry_run,
+        )
+        res.baselined = rows
+        if samples and plan.dry_run:
+            res.would["baselined"] = samples
+        skip |= keys
+        if policy.policy == "baseline":
+            return
+    await _send_pending(plan, model, res, staged, skip)
+
+
+def _guard(
+    plan: Plan,
+    model: InteractionModel,
+    history: History,
+    staged: stage.Staged,
+    policy: FirstRun | None,
+    deletes: list[mirror.Planned],
+    live: int,
+) -> guards.Stopped | None:
+    return (
+        guards.first_run(model, history, rows=staged.rows, choice=policy)
+        or guards.mass_send(
+            model,
+            history,
+            rows=staged.rows,
+            selected=staged.selected,
+            allowed=model.model in plan.allow_mass_send,
+        )
+        or guards.mass_delete(
+            model,
+            deletes=sum(1 for p in deletes if p.request),
+            live=live,
+            allowed=model.model in plan.allow_mass_delete,
+        )
+    )
 
 
 async def _first_look(
@@ -120,24 +208,22 @@ async def _first_look(
     plan.unknown.extend(still)
 
 
-async def _record_staged(
-    plan: Plan, model: InteractionModel, res: ModelResult, staged: stage.Staged
-) -> None:
-    res.selected = staged.selected
-    res.already_sent = staged.already_sent
-    res.previously_rejected = staged.previously_rejected
-    await _send_pending(plan, model, res, staged)
-
-
 async def _send_pending(
-    plan: Plan, model: InteractionModel, res: ModelResult, staged: stage.Staged
+    plan: Plan,
+    model: InteractionModel,
+    res: ModelResult,
+    staged: stage.Staged,
+    skip: set[str] | None = None,
 ) -> None:
+    """Send the pending rows but those in ``skip`` (baselined, or replaced rows whose old
+    interaction is not deleted yet)."""
     builder = PayloadBuilder(model)
     handled_before = _handled(res)
     _report(plan, model, 0, staged.keys)
     outstanding: list[tuple[list[Prepared], list[asyncio.Task[object]]]] = []
     after = 0
     done = 0
+    skipped = 0
     try:
         while not plan.stop.is_set:
             page = await plan.db(
@@ -146,7 +232,12 @@ async def _send_pending(
             if not page:
                 break
             after = page[-1][0]
-            prepared, settled = await _prepare_page(plan, builder, model, [r for _, r in page], res)
+            rows = [r for _, r in page]
+            if skip:
+                kept = [r for r in rows if r.ref.row_key not in skip]
+                skipped += sum(r.dup_count for r in rows) - sum(r.dup_count for r in kept)
+                rows = kept
+            prepared, settled = await _prepare_page(plan, builder, model, rows, res)
             if isinstance(plan.sender, VoyadoSender) and prepared:
                 # Reconciliation never takes an interaction the ledger attributes to another
                 # row (an earlier run's identical body for the same contact).
@@ -187,7 +278,7 @@ async def _send_pending(
         _report(plan, model, done, staged.keys)
         # Every pending row is accounted for: what the run did not reach is not sent, like
         # the rows it journaled and never sent.
-        res.not_sent = max(0, staged.rows - (_handled(res) - handled_before))
+        res.not_sent = max(0, staged.rows - skipped - (_handled(res) - handled_before))
         if errors:
             raise errors[0]
 

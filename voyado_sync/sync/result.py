@@ -38,6 +38,17 @@ class ModelResult:
     unverified: int = 0
     previously_rejected: int = 0
     reconciled: int = 0
+    #: Rows recorded as already there by the first run's policy (never sent).
+    baselined: int = 0
+    #: Mirror: interactions deleted because their row left the model.
+    deleted: int = 0
+    #: Mirror: rows whose content changed: old interaction deleted (the new one is in sent).
+    replaced: int = 0
+    #: Which guard stopped the model before anything was sent: None, "first_run",
+    #: "mass_send" or "mass_delete" (its message is in ``error``).
+    stopped_by_guard: str | None = None
+    #: Dry run: samples of rows that would be baselined, deleted and replaced.
+    would: dict[str, list[str]] = field(default_factory=dict)
     schema_created: bool = False
     lookups: int = 0
     lookups_cached: int = 0
@@ -94,6 +105,10 @@ class ModelResult:
             "unverified": self.unverified,
             "previously_rejected": self.previously_rejected,
             "reconciled": self.reconciled,
+            "baselined": self.baselined,
+            "deleted": self.deleted,
+            "replaced": self.replaced,
+            "stopped_by_guard": self.stopped_by_guard,
             "schema_created": self.schema_created,
             "contact_lookups": self.lookups,
             "contact_lookups_cached": self.lookups_cached,
@@ -106,6 +121,8 @@ class ModelResult:
             out["problems"] = self.problems
         if self.samples:
             out["samples"] = self.samples
+        if self.would:
+            out["would_samples"] = self.would
         if self.reasons:
             out["reasons"] = [c.as_dict() for c in self.reasons.ordered()]
         return out

@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from voyado_sync import __version__, settings
 from voyado_sync.dbt_status import read_build_status
@@ -45,6 +46,7 @@ from voyado_sync.sync import stage
 from voyado_sync.sync.contacts import ContactResolver, OfflineResolver
 from voyado_sync.sync.deliver import DrySender, VoyadoSender
 from voyado_sync.sync.lifecycle import Stop, WarehouseThread, signals_to
+from voyado_sync.sync.mirror import Deleter
 from voyado_sync.sync.pipeline import Plan, sync_model
 from voyado_sync.sync.preflight import unreachable
 from voyado_sync.sync.prepare import JournalClock
@@ -236,6 +238,15 @@ async def _real_run(
         progress=progress,
         lag=options.lag(),
         keep_created_dates=replaying,
+        **_guard_options(options, models if replaying else ()),
+        deleter=Deleter(
+            client=client,
+            db=db,
+            ledger=ledger,
+            stop=stop,
+            run_id=result.run_id,
+            page_size=_page_size(options),
+        ),
     )
     try:
         for model, res in zip(models, result.synced, strict=True):
@@ -294,6 +305,7 @@ async def _dry_run(
             dry_run=True,
             clock=lambda: f"<time of sending, e.g. {now}>",
             ledger_exists=exists,
+            **_guard_options(options),
         )
         await sync_model(plan, model, res)
         res.samples = sender.samples
@@ -371,6 +383,18 @@ def _broken(project: Project, name: str, problems: list[ConfigProblem]) -> Model
         error=f"not synced: {text}",
         problems=[{"model": p.model, "key": p.key, "message": p.message} for p in problems],
     )
+
+
+def _guard_options(
+    options: RunOptions, replaying: Sequence[InteractionModel] = ()
+) -> dict[str, Any]:
+    # A schema upgrade's replay is the mass send the user confirmed (with its automations
+    # paused): the mass-send guard lets it through.
+    return {
+        "first_run": options.first_run,
+        "allow_mass_send": frozenset(options.allow_mass_send) | {m.model for m in replaying},
+        "allow_mass_delete": frozenset(options.allow_mass_delete),
+    }
 
 
 def _page_size(options: RunOptions) -> int:

@@ -58,6 +58,8 @@ from voyado_sync.voyado.models import (
     ContactFound,
     ContactInvalid,
     ContactNotFound,
+    Deleted,
+    DeleteOutcome,
     Delivered,
     DeliveryOutcome,
     Failed,
@@ -579,6 +581,107 @@ class VoyadoClient:
         what = "read an interaction"
         path = f"{_INTERACTIONS}/{quote(interaction_id.strip(), safe='')}"
         return await self._get_object("interaction_get", path, what)
+
+    async def delete_interaction(self, interaction_id: str) -> DeleteOutcome:
+        """DELETE one interaction so that it is gone, whatever answers get lost.
+
+        * 2xx: ``Deleted()``; 404: ``Deleted(already_gone=True)`` (an earlier attempt, or
+          someone else, deleted it).
+        * 429: pause and resend without spending an attempt; the request never left: back off
+          and resend.
+        * Unknown outcome (5xx, read/write timeout, dropped connection): back off, then ask
+          Voyado (``GET /api/v3/interactions/{id}``): 404 is ``Deleted(already_gone=True)``,
+          still there is a resend of the DELETE (an attempt).
+        * Other 4xx: ``Rejected``. 401/403/407 raise ``FatalApiError``.
+        * Attempts used up, or the GET failed too: ``Failed``, with ``maybe_delivered`` set
+          when the last DELETE may have been carried out: the caller keeps the row deleting
+          and tries again later (a DELETE is safe to repeat).
+
+        After ``stop()``: ``Failed(maybe_delivered=...)``, never an exception.
+        """
+        if not interaction_id or not interaction_id.strip():
+            raise ValueError("interaction_id is empty")
+        path = f"{_INTERACTIONS}/{quote(interaction_id.strip(), safe='')}"
+        uncertain = [False]
+        try:
+            return await self._delete(interaction_id.strip(), path, uncertain)
+        except ClientStopped as exc:
+            maybe = uncertain[0] or exc.may_have_left
+            return Failed(
+                "stopped before Voyado confirmed the DELETE"
+                + ("; it may have been carried out, so it is tried again later" if maybe else ""),
+                maybe_delivered=maybe,
+            )
+
+    async def _delete(self, interaction_id: str, path: str, uncertain: list[bool]) -> DeleteOutcome:
+        attempts = 0
+        throttled = 0.0
+        while True:
+            status: int | None = None
+            code: str | None = None
+            try:
+                resp = await self._send("interaction_delete", "DELETE", path)
+            except _NOT_SENT_ERRORS as exc:
+                attempts += 1
+                if attempts >= self.retry.max_attempts:
+                    return Failed(
+                        f"could not reach Voyado ({type(exc).__name__}) after {attempts} attempts",
+                        maybe_delivered=uncertain[0],
+                    )
+                await self._backoff(attempts)
+                self.stats.retries += 1
+                continue
+            except httpx.TransportError as exc:
+                unknown = f"no answer to the DELETE ({type(exc).__name__})"
+            else:
+                status = resp.status_code
+                if 200 <= status < 300:
+                    return Deleted()
+                if status == 404:
+                    return Deleted(already_gone=True)
+                if status == 429:
+                    try:
+                        throttled = self._throttle(resp, throttled)
+                    except _ThrottleBudgetExceeded as exc:
+                        return Failed(
+                            f"throttled by Voyado (429) for {exc.waited:.0f} s in total",
+                            status=429,
+                            error_code=self._error_info(resp).code,
+                            maybe_delivered=uncertain[0],
+                        )
+                    continue
+                self._raise_for_fatal(resp)
+                info = self._error_info(resp)
+                if status < 500:
+                    return Rejected(status, info.code, info.message or f"HTTP {status}")
+                code = info.code
+                unknown = f"Voyado answered {_describe(status, info)}"
+            # Voyado may have deleted it: ask before deleting again (a repeat is harmless,
+            # but its 404 is the only proof that it is gone).
+            attempts += 1
+            uncertain[0] = True
+            await self._backoff(attempts)
+            try:
+                still = await self.get_interaction(interaction_id)
+            except FatalApiError:
+                raise
+            except ApiError as exc:
+                return Failed(
+                    f"{unknown}; checking whether it is gone failed too ({exc})",
+                    status=status,
+                    error_code=code,
+                    maybe_delivered=True,
+                )
+            if still is None:
+                return Deleted(already_gone=True)
+            uncertain[0] = False
+            if attempts >= self.retry.max_attempts:
+                return Failed(
+                    f"{unknown} (after {attempts} attempts; still in Voyado)",
+                    status=status,
+                    error_code=code,
+                )
+            self.stats.retries += 1
 
     async def find_delivered(self, body: Mapping[str, Any], *, claimed: set[str]) -> str | None:
         """The id of a stored interaction matching ``body`` and not in ``claimed``, or None.

@@ -15,6 +15,8 @@ __all__ = [
     "ContactFound",
     "ContactInvalid",
     "ContactNotFound",
+    "DeleteOutcome",
+    "Deleted",
     "Delivered",
     "DeliveryOutcome",
     "Failed",
@@ -78,6 +80,19 @@ DeliveryOutcome: TypeAlias = Delivered | Rejected | Failed
 
 
 @dataclass(frozen=True)
+class Deleted:
+    """Voyado no longer holds the interaction: it answered the DELETE, or answered 404
+    (``already_gone``: deleted before, maybe by an earlier attempt whose answer was lost)."""
+
+    already_gone: bool = False
+
+
+#: What ``delete_interaction`` came to: ``Failed(maybe_delivered=True)`` means the last
+#: DELETE's outcome is unknown and could not be checked (the interaction may still be there).
+DeleteOutcome: TypeAlias = Deleted | Rejected | Failed
+
+
+@dataclass(frozen=True)
 class ContactFound:
     """The lookup matched exactly one contact."""
 
@@ -116,6 +131,7 @@ RequestKind = Literal[
     "interaction_post",
     "interaction_list",
     "interaction_get",
+    "interaction_delete",
     "contact_lookup",
     "contact_changes",
 ]
