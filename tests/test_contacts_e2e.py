@@ -499,9 +499,35 @@ def merge_contact(emulator: EmulatorHandle, *, into: str | None) -> None:
         emulator.add_contacts([Contact(into, email="merge@contacts-e2e.test")])
 
 
+async def _no_changes_endpoint(self: VoyadoClient, *args: Any) -> None:
+    """A tenant that does not answer GET /api/v3/contacts/changes: only a POST's 404
+    shows that a cached contact id is stale."""
+    return None
+
+
+def test_a_merged_contact_voyado_reports_is_looked_up_before_anything_is_posted(
+    project: BuiltProject, fresh_emulator: EmulatorHandle
+) -> None:
+    run_json(project, *select("merge_events"))
+    merge_contact(fresh_emulator, into=MERGED_INTO)
+    for key in ("X-2", "X-3"):
+        add_row("merge_events", key, "merge@contacts-e2e.test")
+    before = fresh_emulator.stats()["requests_by_endpoint"]
+
+    _, models = run_json(project, *select("merge_events"))
+
+    model = models["merge_events"]
+    assert (model["sent"], model["contact_ids_invalidated"], model["contact_lookups"]) == (2, 0, 1)
+    after = fresh_emulator.stats()["requests_by_endpoint"]
+    assert after[POST] - before[POST] == 2  # no POST to the stale id
+    stored = stored_contacts(fresh_emulator, "contactMerge")
+    assert stored == {"note X-1": MERGED, **{f"note X-{i}": MERGED_INTO for i in (2, 3)}}
+
+
 def test_a_merged_contact_is_looked_up_again_once_and_the_row_goes_to_the_new_id(
     project: BuiltProject, fresh_emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(VoyadoClient, "contact_changes", _no_changes_endpoint)
     run_json(project, *select("merge_events"))
     assert stored_contacts(fresh_emulator, "contactMerge") == {"note X-1": MERGED}
     merge_contact(fresh_emulator, into=MERGED_INTO)
@@ -559,8 +585,9 @@ def test_a_merged_contact_is_looked_up_again_once_and_the_row_goes_to_the_new_id
 
 
 def test_a_deleted_contact_found_nowhere_waits_as_contact_not_found(
-    project: BuiltProject, fresh_emulator: EmulatorHandle
+    project: BuiltProject, fresh_emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(VoyadoClient, "contact_changes", _no_changes_endpoint)
     run_json(project, *select("merge_events"))
     merge_contact(fresh_emulator, into=None)
     add_row("merge_events", "X-2", "merge@contacts-e2e.test")

@@ -105,8 +105,6 @@ class Emulator:
         self.config = replace(config, contacts=list(config.contacts))
         self._lock = threading.RLock()
         self._contacts = ContactBook(config.contacts)
-        #: (time, Created|Updated|Deleted, contact id) of every change to the contacts.
-        self._changes: list[tuple[float, str, str]] = []
         self.dirty = False
         # Ids must differ between runs even with a fixed seed (a state file keeps old ones),
         # and need no cryptographic strength: a privately seeded generator spares a syscall.
@@ -114,6 +112,9 @@ class Emulator:
         self._clear()
 
     def _clear(self) -> None:
+        #: (time, Created|Updated|Deleted, contact id) of each change to the contacts since
+        #: the last reset (the contacts themselves survive a reset).
+        self._changes: list[tuple[float, str, str]] = []
         self._schemas: dict[str, InteractionSchema] = {}
         self._interactions: dict[str, StoredInteraction] = {}
         # (lower-case contact id, schema id) -> interactions in creation order, for listing.
@@ -164,8 +165,11 @@ class Emulator:
             contacts = list(contacts)
             now = time.time()
             for c in contacts:
-                known = self._contacts.find(c.contact_id) is not None
-                self._changes.append((now, "Updated" if known else "Created", c.contact_id))
+                known = self._contacts.find(c.contact_id)
+                if known is None:
+                    self._changes.append((now, "Created", c.contact_id))
+                elif known != c:  # the same contact added again is no change
+                    self._changes.append((now, "Updated", c.contact_id))
             self._contacts.add(contacts)
             self.dirty = True
 
