@@ -41,6 +41,9 @@ _RETRY_REFUSED = 3
 # On a 429 the rate falls to this share of what the server let through in the second before
 # the refused request left, when that is more than half the rate.
 _ADMITTED = 0.95
+# When at least this share of the requests of that second waited for their turn, what got
+# through is the server's limit even when that is less than half the rate.
+_BUSY = 0.5
 # Grants and refusals remembered for that count: longer than any round trip plus a second.
 _HISTORY = 5.0
 # Voyado answers 429 above 200 requests in a second, whatever the key was told.
@@ -128,6 +131,9 @@ class RateLimiter:
         # Grant times, and send times of refused requests, of the last _HISTORY seconds.
         self._granted: deque[float] = deque()
         self._refusals: deque[float] = deque()
+        # Grant times of the last _HISTORY seconds of requests that had to wait for their turn:
+        # while requests queue, the pace is the limiter's, not the client's.
+        self._queued: deque[float] = deque()
         self._burst = float(burst) if burst is not None else max(1.0, self._rate / 10)
         self._min_rate = min(1.0, self._rate)
         self._clock = clock
@@ -153,6 +159,9 @@ class RateLimiter:
         self._good_before: float | None = None  # and what it was before its last promotion
         self._promoted_at: float | None = None
         self._refused: float | None = None  # the rate in force when the last episode began
+        # Whether that episode's first 429 came while sending at the rate in force, so what
+        # got through is the server's count (then ``_refused`` is that count plus one).
+        self._measured = False
         self._lock = asyncio.Lock()
 
     @property
@@ -175,6 +184,7 @@ class RateLimiter:
         """Wait for the right to send one request; return the clock time it was given."""
         # The lock makes waiters queue in arrival order and keeps the bucket arithmetic
         # consistent; only one waiter sleeps at a time, which is exactly the pacing we want.
+        waited = self._lock.locked()
         async with self._lock:
             while True:
                 now = self._clock()
@@ -195,10 +205,13 @@ class RateLimiter:
                 if self._tokens >= 1.0 - 1e-9 and full <= 0.0:
                     self._tokens -= 1.0
                     recent.append(now)
-                    self._granted.append(now)
-                    while self._granted[0] <= now - _HISTORY:
-                        self._granted.popleft()
+                    for times, add in ((self._granted, True), (self._queued, waited)):
+                        if add:
+                            times.append(now)
+                        while times and times[0] <= now - _HISTORY:
+                            times.popleft()
                     return now
+                waited = True
                 await self._sleep(max(full, (1.0 - self._tokens) / self._current, 1e-6))
 
     def on_throttled(self, retry_after: float | None, sent_at: float | None = None) -> float:
@@ -223,6 +236,11 @@ class RateLimiter:
             pause = max(0.0, self._paused_until - now)
             if retry_after is not None and retry_after > pause:
                 pause = retry_after
+            start = self._episode_start
+            if self._measured and sent_at is not None and start is not None and sent_at <= start:
+                # A request already in flight when the episode began: what got through before
+                # it is counted with the refusals known by now, nearer the server's own count.
+                self._refine(self._admitted_before(sent_at))
         else:
             self._episodes += 1
             self._episode_start = now
@@ -235,13 +253,20 @@ class RateLimiter:
                 self._good = self._good_before
             if self._good is not None and self._current <= self._good:
                 self._good = None  # a rate that held is refused now: no shortcut back to it
-            self._refused = self._current
             # What got through in the second before this request left is about the server's
             # limit for this process (its share of it, when runs share the key): fall to
-            # just below that instead of to half, if it is more.
-            admitted = self._admitted_before(now if sent_at is None else sent_at)
-            target = min(self._current, _ADMITTED * admitted)
-            self._current = max(self._min_rate, self._current / 2, target)
+            # just below that instead of to half, if it is more; or if it is less, when this
+            # process was sending at its rate all that second, so that the count is the
+            # server's and not the lull of an idle client.
+            until = now if sent_at is None else sent_at
+            admitted = self._admitted_before(until)
+            self._refused = self._current
+            self._measured = sent_at is not None and admitted > 0 and self._was_busy(until)
+            if self._measured:
+                self._refine(admitted)
+            else:
+                target = min(self._current, _ADMITTED * admitted)
+                self._current = max(self._min_rate, self._current / 2, target)
             if retry_after is not None:
                 pause = max(0.0, retry_after)
             else:
@@ -263,6 +288,23 @@ class RateLimiter:
         granted = sum(1 for t in self._granted if since < t <= until)
         refused = sum(1 for t in self._refusals if since < t <= until)
         return max(0, granted - refused)
+
+    def _refine(self, admitted: int) -> None:
+        # The server refused request number ``admitted + 1`` of a second: any rate that lets
+        # that many through is a probe, and the rate falls to just below the count.
+        if admitted <= 0:
+            return
+        self._current = max(self._min_rate, min(self._current, _ADMITTED * admitted))
+        if self._refused is not None:
+            self._refused = min(self._refused, admitted + 1.0)
+
+    def _was_busy(self, until: float) -> bool:
+        # Most requests of the second before ``until`` waited for their turn: the client
+        # offered more than the rate, so what got through was the server's choice.
+        since = until - 1.0
+        granted = sum(1 for t in self._granted if since < t <= until)
+        queued = sum(1 for t in self._queued if since < t <= until)
+        return granted > 0 and queued >= _BUSY * granted
 
     def _capacity(self) -> float:
         return max(1.0, self._burst * self._current / self._rate)
