@@ -82,11 +82,16 @@ class RateLimiter:
     the rate would refuse the later one (10 ms still met a 429 on the bench: a busy server
     reads a clump of requests late). It costs ``margin`` of the rate (2%).
 
-    AIMD: on a 429 (``on_throttled``) the rate is halved (floor 1/s, or the configured rate if
-    that is lower), or falls to 95% of what got through in the second before the refused
-    request left, when that is more: the server's limit, or this run's share of it when runs
-    share the key, and all senders pause until ``Retry-After`` when given, or else for an
-    exponential back-off with jitter that grows with consecutive throttle episodes.
+    AIMD: on a 429 (``on_throttled``) the rate falls to 95% of what got through in the second
+    before the refused request left: the server's limit, or this run's share of it when runs
+    share the key. That count is the server's when most requests of that second waited for
+    their turn (the client offered more than it was let send); otherwise the rate is halved
+    (floor 1/s, or the configured rate if that is lower) unless the count is more. 429s that
+    answer requests already in flight when the episode began refine the count (they know of
+    more refusals), without halving again. All senders pause until ``Retry-After`` when
+    given, or else for an exponential back-off with jitter that grows with consecutive
+    throttle episodes. With a ``Retry-After`` every episode costs a whole pause of sending
+    (against 20/s at ``--rate 50``, halving to 25/s cost a second episode a second later).
     ``Retry-After`` is capped at ``max_retry_after`` (300 s), and a value beyond
     ``ABSURD_RETRY_AFTER`` (an hour) is ignored (see ``sane_retry_after``). Then:
 
@@ -95,6 +100,8 @@ class RateLimiter:
     - every ``recover_after`` seconds without a 429 it grows by ``recover_step``, by a third of
       that within 90% of the refused rate, and the refused rate itself is tried again only
       after three periods; once it holds, climbing is as usual, up to the configured rate.
+      When the server's count was known, the refused rate is that count plus one: a rate that
+      lets no more through than the server did is no probe.
 
     Halving alone, then climbing from half, spent most of the time well below a limit the run
     had just found (about 70/s against 100/s); this sits just under it and probes rarely.
