@@ -179,10 +179,12 @@ def _sim_client(
     latency: Callable[[httpx.Request], float],
     concurrency: int | None = None,
     limit: float | None = None,
+    retry_after: str | None = None,
 ) -> tuple[VoyadoClient, list[float], list[int], list[int]]:
     """A client whose every answer waits ``latency(request)`` on ``clock``. Returns it with
     the arrival times of every request, the in-flight count at each arrival, and the 429s.
-    ``limit`` makes the fake Voyado refuse beyond that many requests in a second."""
+    ``limit`` makes the fake Voyado refuse beyond that many requests in a second (as the
+    emulator does: refused requests do not count), with ``Retry-After: retry_after`` if given."""
     arrivals: list[float] = []
     in_flight: list[int] = [0]
     seen: list[int] = []
@@ -193,7 +195,8 @@ def _sim_client(
         if limit is not None and most_in_any_second([*arrivals[-400:], now]) > limit:
             refused.append(1)
             await clock.sleep(latency(request))
-            return httpx.Response(429, json={"errorCode": "TooManyRequests"})
+            headers = {} if retry_after is None else {"Retry-After": retry_after}
+            return httpx.Response(429, json={"errorCode": "TooManyRequests"}, headers=headers)
         arrivals.append(now)
         in_flight[0] += 1
         seen.append(in_flight[0])
