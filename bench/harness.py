@@ -101,6 +101,7 @@ models:
           schema_id: benchEvent
           display_name: Bench event
           unique_key: event_id
+          first_run: backfill  # a benchmark sends every row on purpose
           contact:
             column: contact_id
             key: contactId
@@ -119,6 +120,7 @@ models:
           schema_id: benchEmailEvent
           display_name: Bench event by email
           unique_key: event_id
+          first_run: backfill  # a benchmark sends every row on purpose
           contact:
             column: email
             key: email

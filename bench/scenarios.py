@@ -278,7 +278,7 @@ def fill_ledger(project: Project, db: Path, select: str) -> Any:
         values: dict[str, exp.Expression] = {
             "model": diff.lit(model.model),
             "schema_id": diff.lit(model.schema_id),
-            "row_key": diff.hash_of(model.unique_key),
+            "row_key": diff.row_key(model),
             "row_key_display": exp.DPipe(
                 this=diff.lit(f"{key}="),
                 expression=exp.cast(diff.col(key), exp.DataType.build("varchar")),
