@@ -134,6 +134,29 @@ def test_a_row_is_its_schema_and_key_in_one_environment(tmp_path: Path) -> None:
     warehouse.close()
 
 
+def test_a_cached_contact_id_is_used_only_against_the_voyado_that_gave_it(tmp_path: Path) -> None:
+    """Contact ids differ between tenants: a staging trial's cache must not steer production
+    rows to staging's ids, nor an entry from before environments were recorded."""
+    warehouse = RawDuckDB(tmp_path / "contacts.duckdb", array_params=False)
+    staging = Ledger(warehouse, environment=environment_of("https://acme.staging.voyado.com"))
+    staging.ensure()
+    staging.cache_contacts("email", {"a@example.com": "staging-1"})
+    warehouse.execute(
+        'INSERT INTO "voyado_sync"."contacts" (key_type, key_value, contact_id, resolved_at) '
+        "VALUES ('email', 'b@example.com', 'old-1', '2026-12-01T00:00:00.000Z')"
+    )
+    production = Ledger(warehouse, environment=environment_of("https://acme.voyado.com"))
+    emails = ["a@example.com", "b@example.com"]
+    assert production.cached_contacts("email", emails) == {}
+    production.cache_contacts("email", {"a@example.com": "prod-1"})
+    assert production.cached_contacts("email", emails) == {"a@example.com": "prod-1"}
+    assert staging.cached_contacts("email", emails) == {"a@example.com": "staging-1"}
+    production.forget_contacts("email", ["a@example.com"])
+    assert production.cached_contacts("email", emails) == {}
+    assert staging.cached_contacts("email", emails) == {"a@example.com": "staging-1"}
+    warehouse.close()
+
+
 def test_environment_of_spells_one_voyado_one_way() -> None:
     assert environment_of("https://Acme.voyado.com:443/") == "https://acme.voyado.com"
     assert environment_of("https://acme.voyado.com/api/v3/") == "https://acme.voyado.com"

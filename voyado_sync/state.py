@@ -19,7 +19,8 @@ model (same schema_id, same key) keeps its history, and models that share a sche
 key space (``validate`` says so). ``environment`` is the normalised base URL of the Voyado the
 entry is about (:func:`environment_of`): a row delivered to a staging tenant or the emulator is
 not delivered to production. Entries written before ledger version 3 have no environment and
-count for whichever Voyado the ledger is used with.
+count for whichever Voyado the ledger is used with. The contact cache records the environment
+too (version 4): a contact id is used only against the Voyado that gave it.
 
 Rows that never leave (a NULL key, a contact that cannot be found) go from absent straight to
 rejected or contact_not_found. ``in_flight`` is written and committed *before* the request
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from voyado_sync.spec import InteractionModel
     from voyado_sync.warehouse.base import Warehouse
 
-LEDGER_VERSION = 3
+LEDGER_VERSION = 4
 DEFAULT_SCHEMA = "voyado_sync"
 
 
@@ -188,6 +189,9 @@ _TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("contact_id", _TEXT),
         ("resolved_at", _TEXT),
         (ENTRY_SEQ, _BIGINT),
+        # The Voyado the contact id belongs to (ledger version 4): a staging tenant's ids are
+        # not production's.
+        ("environment", _TEXT),
     ),
     "ledger_version": (("version", _INT),),
     # schemas upgrade's progress (upgrade.py): one journal of phases per (schema, base URL).
@@ -213,6 +217,7 @@ _ADDED = (
     (2, "contacts", ENTRY_SEQ, _BIGINT),
     (3, "deliveries", "environment", _TEXT),
     (3, "deliveries", "relation", _TEXT),
+    (4, "contacts", "environment", _TEXT),
 )
 #: How a journal's rows are identified (the partition of :func:`latest_entries`).
 DELIVERY_IDENTITY = ("schema_id", "row_key")
@@ -1169,22 +1174,28 @@ class Ledger:
             return
         now = utc_now()
         first = self._next_seq(len(entries))
+        env = literal(self.environment)
         rows = [
-            (lit(key), lit(v), literal(c), lit(now), exp.Literal.number(first + i))
+            (lit(key), lit(v), literal(c), lit(now), exp.Literal.number(first + i), env.copy())
             for i, (v, c) in enumerate(entries.items())
         ]
-        statements = [self._insert_sql("contacts", rows, (*self._CONTACT_COLUMNS, ENTRY_SEQ))]
+        columns = (*self._CONTACT_COLUMNS, ENTRY_SEQ, "environment")
+        statements = [self._insert_sql("contacts", rows, columns)]
         if self.quirks.deletes:
             statements.append(
                 self._superseded_delete("contacts", self._contacts_where(key, list(entries)), first)
             )
         self.warehouse.execute_many(statements)
 
-    @staticmethod
-    def _contacts_where(key: str, values: Sequence[str]) -> exp.Expr:
-        return exp.and_(
+    def _contacts_where(self, key: str, values: Sequence[str]) -> exp.Expr:
+        """These identifiers' entries about this ledger's Voyado: an entry written before
+        ledger version 4 (no environment) is not trusted, so it is looked up again once."""
+        where = exp.and_(
             col("key_type").eq(lit(key)), col("key_value").isin(*(lit(v) for v in values))
         )
+        if self.environment is None:
+            return where
+        return exp.and_(where, col("environment").eq(lit(self.environment)))
 
     def count_in_flight(self, model: str, schema_id: str) -> int:
         """Rows of the model whose outcome is unknown (unverified): their latest entry."""
