@@ -721,6 +721,23 @@ def test_redaction_leaves_other_text_alone_and_short_secrets_raw() -> None:
     ]
 
 
+def test_everything_the_cli_prints_masks_the_key_and_proxy_credentials_in_any_encoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client masks what Voyado echoes; the CLI masks again whatever it prints (--json
+    included), so a message built from elsewhere cannot carry the key out either."""
+    import json
+
+    from voyado_sync import cli
+
+    monkeypatch.setenv("VOYADO_API_KEY", "s3cr+t/K3y")
+    monkeypatch.setenv("HTTPS_PROXY", "http://corp:pr0xy%21pw@proxy:3128")
+    echoed = json.dumps({"error": 'apikey "s3cr+t/K3y" rejected', "url": "k=s3cr%2Bt%2FK3y"})
+    printed = cli._redacted(json.dumps({"message": echoed, "proxy": "corp:pr0xy!pw"}))
+    assert "s3cr" not in printed and "pr0xy" not in printed
+    assert json.loads(printed)["proxy"] == "***"  # still the JSON document it was
+
+
 # -- the same rule elsewhere: a page that is not Voyado's answer is not a success --------------
 
 

@@ -7,6 +7,7 @@ Heavy imports (dbt, duckdb, httpx) happen inside the commands, so ``--help`` is 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -103,9 +104,19 @@ def _options(
 
 
 def _redacted(text: str) -> str:
-    for secret in settings.secrets():
-        text = text.replace(secret, "***")
-    return text
+    """``text`` with the API key, the webhook URL and proxy credentials masked in every
+    encoding a server may have echoed them in (raw, JSON-escaped, URL-encoded, base64...)."""
+    from voyado_sync.voyado.redact import proxy_secrets
+
+    secrets = (*settings.secrets(), *proxy_secrets())
+    return _redactor(secrets)(text) if secrets and text else text
+
+
+@functools.lru_cache(maxsize=4)
+def _redactor(secrets: tuple[str, ...]) -> Callable[[str], str]:
+    from voyado_sync.voyado.redact import Redactor
+
+    return Redactor(secrets)
 
 
 class _LogFormat:
@@ -186,7 +197,7 @@ def _fail(exc: BaseException, *, as_json: bool = False) -> NoReturn:
 
 def _echo_json(document: dict[str, Any]) -> None:
     """One JSON document on stdout: every command's --json, non-ASCII as is."""
-    click.echo(json.dumps(document, indent=2, default=str, ensure_ascii=False))
+    click.echo(_redacted(json.dumps(document, indent=2, default=str, ensure_ascii=False)))
 
 
 def _envelope(document: dict[str, Any], *, exit_code: int) -> None:
@@ -504,9 +515,14 @@ _GUARD_WORDS = {
 }
 
 
+def _say(line: str) -> None:
+    """One line of a summary on stdout, secrets masked (errors quote what servers said)."""
+    click.echo(_redacted(line))
+
+
 def _print_summary(result: Any) -> None:
     head = "Dry run: nothing was written or sent." if result.dry_run else f"Run {result.run_id}"
-    click.echo(f"{head} ({result.warehouse})")
+    _say(f"{head} ({result.warehouse})")
     for m in result.models:
         verb = "would send" if result.dry_run else "sent"
         line = (
@@ -526,7 +542,7 @@ def _print_summary(result: Any) -> None:
             line += f", {m.deleted} {would}deleted (left the model)"
         if m.replaced:
             line += f", {m.replaced} {would}replaced (changed: old interaction deleted, sent again)"
-        click.echo(line)
+        _say(line)
         extras = []
         if m.schema_created:
             extras.append(f"created interaction schema {m.schema_id}")
@@ -546,21 +562,21 @@ def _print_summary(result: Any) -> None:
                 "looked up again)"
             )
         for extra in extras:
-            click.echo(f"      {extra}")
+            _say(f"      {extra}")
         for group in m.reasons.ordered():
-            click.echo(f"      {group.line()}")
+            _say(f"      {group.line()}")
         for sample in m.samples:
             body = json.dumps(sample["body"], default=str, ensure_ascii=False)
-            click.echo(f"      sample {sample['row_key']}: {body}")
+            _say(f"      sample {sample['row_key']}: {body}")
         for kind, keys in m.would.items():
-            click.echo(f"      would be {kind}: {', '.join(keys)}")
+            _say(f"      would be {kind}: {', '.join(keys)}")
         if m.stopped_by_guard:
             head = "A REAL RUN WOULD STOP" if result.dry_run else "STOPPED"
-            click.echo(f"    {head} by {_GUARD_WORDS[m.stopped_by_guard]}: {m.error}")
+            _say(f"    {head} by {_GUARD_WORDS[m.stopped_by_guard]}: {m.error}")
         elif m.error:
-            click.echo(f"    ERROR: {m.error}")
+            _say(f"    ERROR: {m.error}")
         if m.skipped_by_dbt:
-            click.echo(f"    NOT SYNCED: {m.skipped_by_dbt}")
+            _say(f"    NOT SYNCED: {m.skipped_by_dbt}")
     if result.fatal:
         log(f"Stopped: {result.fatal}", level="error", kind=result.fatal_kind)
     for warning in result.warnings:
