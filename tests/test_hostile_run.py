@@ -112,11 +112,77 @@ def test_a_listing_404_without_voyados_code_leaves_rows_unverified_never_resent(
     assert repairs["unverified"] == 3 and repairs["sent"] == GOOD_REPAIRS - 3
     assert set(repairs_stored(fresh_emulator).values()) == {1}  # nothing resent
     listed = json.loads(invoke(example, "rejected", "--json").stdout)["rows"]
-    assert sum(r["status"] == "in_flight" for r in listed) == 3
+    assert sum(r["status"] == "unverified" for r in listed) == 3
 
     proxy.hook = None  # Voyado answers normally again: the next run finds them
     _, again = run_json(example, *REPAIRS)
     assert by_model(again)["voyado_repairs"]["unverified"] == 0
+    stored = repairs_stored(fresh_emulator)
+    assert len(stored) == GOOD_REPAIRS and set(stored.values()) == {1}
+
+
+def test_a_listing_that_always_answers_an_empty_list_causes_no_duplicate(
+    example: BuiltProject,
+    proxy: FaultProxy,
+    fresh_emulator: EmulatorHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Voyado stores the first three POSTs but answers 503; its listing never shows anything.
+    # "Not listed" then proves nothing: the run must find that out before resending.
+    monkeypatch.setenv("VOYADO_SYNC_LISTING_LAG", "1")
+    posts = first_posts(3, Canned(503, {"message": "busy"}, forward=True))
+
+    def hook(seen: Seen) -> Canned | None:
+        if seen.method == "GET" and seen.path == "/api/v3/interactions":
+            return Canned(200, {"items": [], "links": []})
+        return posts(seen)
+
+    proxy.hook = hook
+    code, doc = run_json(example, *REPAIRS)
+
+    repairs = by_model(doc)["voyado_repairs"]
+    assert code == 1
+    assert (repairs["sent"], repairs["unverified"], repairs["previously_rejected"]) == (
+        GOOD_REPAIRS - 3,
+        3,
+        0,
+    )
+    assert any("did not show interaction" in w for w in doc["warnings"])
+    stored = repairs_stored(fresh_emulator)
+    assert len(stored) == GOOD_REPAIRS and set(stored.values()) == {1}
+
+    summary = invoke(example, "run", *REPAIRS).stdout
+    # REP-4121 (no contact) was rejected; the three in flight are not "rejected earlier".
+    assert "3 unverified" in summary and "1 rejected earlier" in summary
+    assert set(repairs_stored(fresh_emulator).values()) == {1}  # still never resent
+
+
+def test_rows_left_in_flight_before_anything_was_accepted_are_delivered_once(
+    example: BuiltProject,
+    proxy: FaultProxy,
+    fresh_emulator: EmulatorHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every POST of the first run fails unstored: nothing proves the listing, so nothing is
+    # resent. The next run proves it with one probe, then delivers the rest, once each.
+    monkeypatch.setenv("VOYADO_SYNC_LISTING_LAG", "1")
+
+    def hook(seen: Seen) -> Canned | None:
+        if seen.method == "POST" and seen.path == "/api/v3/interactions":
+            return Canned(503, {"message": "busy"})
+        return None
+
+    proxy.hook = hook
+    code, doc = run_json(example, *REPAIRS)
+    repairs = by_model(doc)["voyado_repairs"]
+    assert code == 1 and repairs["unverified"] == GOOD_REPAIRS and repairs["sent"] == 0
+    assert not repairs_stored(fresh_emulator)
+
+    proxy.hook = None
+    time.sleep(1.1)
+    code, again = run_json(example, *REPAIRS)
+    repairs = by_model(again)["voyado_repairs"]
+    assert (repairs["sent"], repairs["unverified"]) == (GOOD_REPAIRS, 0)
     stored = repairs_stored(fresh_emulator)
     assert len(stored) == GOOD_REPAIRS and set(stored.values()) == {1}
 

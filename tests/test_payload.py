@@ -248,3 +248,19 @@ def test_long_values_are_truncated_in_the_reason(builder: PayloadBuilder) -> Non
     reason = _rejection(builder, _row(rating="x" * 500))
     assert "..." in reason
     assert len(reason) < 200
+
+
+def test_a_payload_is_checked_against_the_schema_voyado_holds_too(builder: PayloadBuilder) -> None:
+    """Voyado accepts and ignores an interaction that breaks its stored schema: a stricter
+    stored rule rejects the row here, naming it, instead of a silent loss there."""
+    import copy
+    import dataclasses
+
+    stored = copy.deepcopy(builder.schema)
+    stored["properties"]["title"]["maxLength"] = 5
+    strict = PayloadBuilder(dataclasses.replace(builder.model, stored_json_schema=stored))
+    reason = _rejection(strict, _row())
+    assert reason.startswith("Voyado's stored schema:") and "title" in reason
+    assert strict.payload(_row(title="Great"))["title"] == "Great"
+    same = PayloadBuilder(dataclasses.replace(builder.model, stored_json_schema=builder.schema))
+    assert same.payload(_row())["title"] == "Great jeans"

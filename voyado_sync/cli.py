@@ -535,6 +535,11 @@ def _print_summary(result: Any) -> None:
             line += f", {m.not_sent} not sent (the run stopped first; sent on the next run)"
         if m.previously_rejected:
             line += f", {m.previously_rejected} rejected earlier (unchanged, skipped)"
+        if m.unverified:
+            line += (
+                f", {m.unverified} unverified (outcome unknown: left in flight, never resent "
+                "blindly; looked up again by the next run)"
+            )
         would = "would be " if result.dry_run else ""
         if m.baselined:
             line += f", {m.baselined} {would}baselined (recorded as already there, not sent)"
@@ -588,9 +593,9 @@ def _print_summary(result: Any) -> None:
         )
     if result.requests and not result.dry_run:
         total = result.requests.get("total", 0)
-        click.echo(f"  requests to Voyado: {total}")
-    if any(m.rejected or m.failed for m in result.models):
-        click.echo("  See why: voyado-sync rejected")
+        _say(f"  requests to Voyado: {total}")
+    if any(m.rejected or m.failed or m.unverified for m in result.models):
+        _say("  See why: voyado-sync rejected")
 
 
 @cli.command()
@@ -654,7 +659,7 @@ def rejected(
     reason."""
     from voyado_sync.project import load_manifest_of, open_warehouse, select_nodes
     from voyado_sync.reasons import Causes
-    from voyado_sync.state import Ledger
+    from voyado_sync.state import Ledger, Status
 
     with handled(as_json=as_json):
         options = _options(
@@ -683,7 +688,9 @@ def rejected(
             "model": r.model,
             "schema_id": r.schema_id,
             "row_key": r.row_key_display,
-            "status": r.status,
+            # A row in flight whose outcome is unknown is reported as what it is to the user.
+            "status": "unverified" if r.status == Status.IN_FLIGHT else r.status,
+            "ledger_status": r.status,
             "http_status": r.http_status,
             "error_code": r.error_code,
             "reason": r.reason,

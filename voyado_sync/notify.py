@@ -109,8 +109,11 @@ def alert_for(
     elif code == 1:
         rejected = sum(int(m.get("rejected") or 0) for m in models)
         failed = sum(int(m.get("failed") or 0) for m in models)
+        unverified = sum(int(m.get("unverified") or 0) for m in models)
         causes = _causes(models)
         parts = [f"{rejected} row(s) rejected", f"{failed} failed"]
+        if unverified:
+            parts.append(f"{unverified} unverified (outcome unknown; looked up again next run)")
         if document.get("interrupted"):
             parts.append("interrupted")
         lines = [
@@ -128,9 +131,14 @@ def alert_for(
             event="rejected",
             rejected=rejected,
             failed=failed,
+            unverified=unverified,
             interrupted=bool(document.get("interrupted")),
             causes=causes,
-            models=[_counts(m) for m in models if m.get("rejected") or m.get("failed")],
+            models=[
+                _counts(m)
+                for m in models
+                if m.get("rejected") or m.get("failed") or m.get("unverified")
+            ],
         )
     elif code == 0 and previous_clean is False:
         sent = sum(int(m.get("sent") or 0) for m in models)
@@ -150,7 +158,16 @@ def _first_line(text: str) -> str:
 
 
 def _counts(model: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("model", "schema_id", "sent", "rejected", "failed", "contact_not_found", "error")
+    keys = (
+        "model",
+        "schema_id",
+        "sent",
+        "rejected",
+        "failed",
+        "unverified",
+        "contact_not_found",
+        "error",
+    )
     return {k: model.get(k) for k in keys}
 
 

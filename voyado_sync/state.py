@@ -11,7 +11,7 @@ per (model, schema_id, row key); its status changes only through the named trans
                                \--unknown--> in_flight (no answer: the next run looks it up)
     failed / contact_not_found --> journaled again on the next run
     rejected --> journaled again when its content changed, or with --retry-rejected
-    in_flight (left by a crash) --found--> sent | --absent--> failed (resent in that run)
+    in_flight (left by a crash) --found--> sent | --absent, the matcher proven--> resent
 
 Identity: a row is (Voyado environment, schema_id, row key). ``model`` and ``relation`` record
 which model and relation last wrote the entry; they are not part of the identity, so a renamed
@@ -1113,6 +1113,28 @@ class Ledger:
             )
         )
         return {str(r[0]) for r in self.warehouse.query(self._sql(query)) if r[0]}
+
+    def a_sent_interaction(self, schema_id: str) -> tuple[str, str, str] | None:
+        """(contact id, schema id, interaction id) of the row held as sent under ``schema_id``
+        the longest (its latest entry): Voyado's listing of that contact must show it. The
+        echo self-check's fallback when a run has accepted nothing yet."""
+        query = (
+            exp.select(col("contact_id"), col("interaction_id"))
+            .from_(self._latest_deliveries(col("schema_id").eq(lit(schema_id))))
+            .where(
+                exp.and_(
+                    col("status").eq(lit(Status.SENT)),
+                    col("contact_id").is_(exp.null()).not_(),
+                    col("interaction_id").is_(exp.null()).not_(),
+                )
+            )
+            .order_by(col("updated_at"))
+            .limit(1)
+        )
+        rows = self.warehouse.query(self._sql(query))
+        if not rows or not rows[0][0] or not rows[0][1]:
+            return None
+        return str(rows[0][0]), schema_id, str(rows[0][1])
 
     def problems(self, models: Sequence[str] = ()) -> list[Delivery]:
         """Rejected, failed and waiting rows, for ``voyado-sync rejected``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,8 +34,11 @@ class Stop:
             callback()
 
     def on_signal(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (from the signal handler) when a signal stops the run."""
+        """Call ``callback`` (from the signal handler) when a signal stops the run; at once
+        when one already has."""
         self._callbacks.append(callback)
+        if self.signal_name is not None:
+            callback()
 
     def set(self) -> None:
         self.event.set()
@@ -42,6 +46,17 @@ class Stop:
     @property
     def is_set(self) -> bool:
         return self.event.is_set()
+
+
+async def sleep_unless(stop: Stop, seconds: float) -> bool:
+    """Sleep, but wake when the run is stopped; whether the full time passed."""
+    end = time.monotonic() + max(0.0, seconds)
+    while not stop.is_set:
+        left = end - time.monotonic()
+        if left <= 0:
+            return True
+        await asyncio.sleep(min(0.2, left))
+    return False
 
 
 @contextmanager

@@ -102,6 +102,7 @@ async def sync_model(plan: Plan, model: InteractionModel, res: ModelResult) -> N
         stop=plan.stop,
         write=lambda settled: plan.write_settled(settled, res),
         run_id=plan.run_id,
+        known=lambda: plan.db(plan.ledger.a_sent_interaction, model.schema_id),
     )
     res.unverified = await plan.db(plan.ledger.count_in_flight, model.model, model.schema_id)
 
@@ -112,8 +113,11 @@ async def _sync_staged(
     """Guards, then a mirror model's deletes and the first run's baseline, then sending."""
     res.selected = staged.selected
     res.already_sent = staged.already_sent
-    res.previously_rejected = staged.previously_rejected
     exists = plan.ledger_exists
+    # Candidates not staged are rows rejected earlier and rows still in flight (unverified,
+    # looked up rather than sent): only the former were rejected.
+    held = await plan.db(plan.ledger.count_in_flight, model.model, model.schema_id) if exists else 0
+    res.previously_rejected = max(0, staged.previously_rejected - held)
     history = await plan.db(plan.ledger.history, model.model, model.schema_id)
     deletes: list[mirror.Planned] = []
     live = 0

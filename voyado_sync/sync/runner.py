@@ -213,6 +213,8 @@ async def _real_run(
 ) -> None:
     # Check every schema before sending anything: drift stops only its model.
     for i, (model, res) in enumerate(zip(models, result.synced, strict=True)):
+        if stop.is_set:
+            return  # SIGTERM while checking schemas: nothing sent, nothing more to check
         if res.error:  # held (an unfinished schema upgrade): not even its schema is touched
             continue
         check = await check_schema(client, model)

@@ -3,9 +3,10 @@
 An unknown outcome (5xx, timeout, dropped connection, a 2xx that is not Voyado's answer) is
 checked by the client at once; if the listing does not show the row, the row stays in flight.
 Voyado may list a new interaction seconds late, so it is looked up again once the listing lag
-has passed since the unknown outcome: found, it is sent; still absent (and the matcher is
-trusted against this Voyado), its exact journaled body is sent again; the listing cannot be
-read, it stays in flight (unverified) for a later run. A bounded number of rounds.
+has passed since the unknown outcome: found, it is sent; still absent, and the matcher proven
+against this Voyado (deliver.Calibration), its exact journaled body is sent again; the listing
+cannot be read, or the matcher is unproven or disproven, it stays in flight (unverified) for a
+later run. A bounded number of rounds.
 
 Rows a previous run left in flight get the same treatment, starting with a first look before
 the model's diff.
@@ -23,7 +24,7 @@ from voyado_sync.exceptions import ApiError, ContactGone, FatalApiError
 from voyado_sync.state import Delivery, RowRef, utc_now
 from voyado_sync.sync import settle
 from voyado_sync.sync.deliver import VoyadoSender
-from voyado_sync.sync.lifecycle import Stop
+from voyado_sync.sync.lifecycle import Stop, sleep_unless
 from voyado_sync.sync.values import PendingRow, Prepared, Settled
 
 #: Rounds of "look again, then resend what is still absent" per model and run.
@@ -57,6 +58,7 @@ def from_ledger(row: Delivery, *, contact_key: str) -> Unknown | Settled:
         row_key_display=row.row_key_display,
         content_hash=row.content_hash,
         first_seen_at=row.first_seen_at,
+        relation=row.relation,
     )
     item = Prepared(PendingRow(ref, 1, row.status, {}), body, None, contact_key)
     return Unknown(item, row, since=time.monotonic() - _age(row.updated_at), counted=False)
@@ -80,6 +82,10 @@ async def first_look(
     return settled, still
 
 
+#: Where the ledger holds an interaction of a schema as sent: (contact id, schema id, id).
+Known = Callable[[], Awaitable[tuple[str, str, str] | None]]
+
+
 async def look_again(
     unknowns: list[Unknown],
     *,
@@ -88,9 +94,15 @@ async def look_again(
     stop: Stop,
     write: Callable[[list[Settled]], Awaitable[None]],
     run_id: str,
+    known: Known | None = None,
 ) -> None:
     """Rounds of: wait out the listing lag, look, resend what is still absent. Every round's
-    outcomes are written before the next round starts."""
+    outcomes are written before the next round starts.
+
+    Absent rows are resent only once the matcher is proven against this Voyado
+    (``Calibration``); never once it is disproven. When this run has nothing Voyado accepted
+    to prove it with, one absent row is resent first, as the probe."""
+    calibration = sender.calibration
     rounds = 0
     while unknowns and rounds < MAX_ROUNDS and not stop.is_set:
         rounds += 1
@@ -98,7 +110,7 @@ async def look_again(
         pending = [u for u in unknowns if not u.absent]
         if pending:
             latest = max(u.since for u in pending)
-            if not await _sleep_unless(stop, latest + lag - time.monotonic()):
+            if not await sleep_unless(stop, latest + lag - time.monotonic()):
                 return
             looks = await asyncio.gather(*(_look(sender, u) for u in pending))
             settled: list[Settled] = []
@@ -106,20 +118,35 @@ async def look_again(
                 if outcome is not None:
                     settled.append(outcome)
                 elif found == "absent":
+                    unknown.absent = True
                     absent.append(unknown)
             await write(settled)
-        if not sender.calibration.trusted:
-            return  # "not listed" proves nothing against this Voyado: never resend
         if stop.is_set or not absent:
+            return
+        if not calibration.trusted:
+            ledger_row = None
+            if calibration.sample is None and known is not None:
+                ledger_row = await known()
+            await calibration.check_listing(sender.client, lag=lag, stop=stop, known=ledger_row)
+            if stop.is_set:
+                return
+        if calibration.problems:
+            return  # "not listed" proves nothing against this Voyado: never resend
+        if calibration.trusted:
+            send, held = absent, []
+        elif calibration.sample is None and rounds < MAX_ROUNDS:
+            send, held = absent[:1], absent[1:]  # the probe: its acceptance proves the rest
+        else:
+            calibration.held_unproven += len(absent)
             return
         # Absent after the lag: Voyado did not store it. Send the same body again; the ledger
         # already holds it in flight, so a crash now is looked up by the next run.
         outcomes = await asyncio.gather(
-            *(sender.send(u.item) for u in absent), return_exceptions=True
+            *(sender.send(u.item) for u in send), return_exceptions=True
         )
         resent: list[Settled] = []
-        unknowns = []
-        for unknown, answer in zip(absent, outcomes, strict=True):
+        unknowns = list(held)
+        for unknown, answer in zip(send, outcomes, strict=True):
             if isinstance(answer, FatalApiError):
                 raise answer
             one = settle.sent_outcome(unknown.item, answer, run_id=run_id, now=utc_now())
@@ -129,6 +156,8 @@ async def look_again(
             if one.tally == "unverified":
                 unknowns.append(Unknown(unknown.item, one.delivery, time.monotonic(), True))
         await write(resent)
+    if unknowns and not stop.is_set and not calibration.trusted and not calibration.problems:
+        calibration.held_unproven += sum(1 for u in unknowns if u.absent)
 
 
 async def _look(sender: VoyadoSender, unknown: Unknown) -> tuple[Settled | None, str]:
@@ -144,19 +173,9 @@ async def _look(sender: VoyadoSender, unknown: Unknown) -> tuple[Settled | None,
     except ApiError:
         return None, "unknown"  # the listing cannot say: stays in flight, never resent
     if found:
+        sender.calibration.listed()
         return settle.recovered(unknown.row, found, now=now, counted=unknown.counted), ""
     return None, "absent"
-
-
-async def _sleep_unless(stop: Stop, seconds: float) -> bool:
-    """Sleep, but wake when the run is stopped; whether the full time passed."""
-    end = time.monotonic() + max(0.0, seconds)
-    while not stop.is_set:
-        left = end - time.monotonic()
-        if left <= 0:
-            return True
-        await asyncio.sleep(min(0.2, left))
-    return False
 
 
 def _age(stamp: str) -> float:
