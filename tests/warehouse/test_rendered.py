@@ -88,6 +88,12 @@ def every_statement(dialect: str) -> list[str]:
     ledger.cached_contacts("email", ["a@x.se"])
     ledger.cache_contacts("email", {"a@x.se": "c1"})
     ledger.forget_contacts("email", ["a@x.se"])
+    # Reads and writes about one Voyado: the contact cache's environment, the self-check's
+    # ledger row.
+    about = Ledger(rec, environment="https://acme.voyado.com")  # type: ignore[arg-type]
+    about.cached_contacts("email", ["a@x.se"], since=now)
+    about.cache_contacts("email", {"a@x.se": "c1"})
+    about.a_sent_interaction(model.schema_id)
     ref = RowRef(model.model, model.schema_id, "k1", "repair_id=1", "h1", None)
     journal = Delivery.journaled(ref, {"contactId": "c1"}, run_id=run_id, now=utc_now())
     ledger.write([journal])
