@@ -374,7 +374,7 @@ def test_dry_run_without_a_ledger_sees_every_row(con: duckdb.DuckDBPyConnection)
         model=model, ledger=diff.empty_ledger(), retry_rejected=False
     )
     assert con.execute(diff.count_sql(candidates, "duckdb")).fetchone() == (3,)
-    assert con.execute(diff.pending_rows_sql(pending, "duckdb")).fetchone() == (2, 3)
+    assert con.execute(diff.pending_rows_sql(pending, "duckdb")).fetchone() == (2, 3, 2)
 
 
 def test_with_or_without_the_keys_filter_the_same_rows_are_pending(
@@ -443,3 +443,19 @@ def test_postgres_sql_parses_back() -> None:
     assert "MD5(" in create_candidates
     # The round trip keeps the quoted identifiers (a reserved word must stay quoted).
     assert '"select"' in sqlglot.parse_one(create_candidates, read="postgres").sql("postgres")
+
+
+def test_the_new_keys_count_leaves_out_keys_the_ledger_has_seen(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """The mass-send guard counts keys the ledger never held: a failed or deleted row sent
+    again is a retry, not an old row under a new key."""
+    model = _model()
+    _source(con, model, [(i, f"c{i}", i % 5) for i in range(1, 11)])
+    first = {r["review_id"]: r for r in _pending(con, model)}
+    _record(con, model, first[1], diff.SENT)
+    _record(con, model, first[2], diff.FAILED)
+    _record(con, model, first[3], diff.CONTACT_NOT_FOUND)
+    _record(con, model, first[4], diff.SENT, schema_id="otherSchema")  # another schema's
+    pend = _stage(con, model)
+    assert con.execute(diff.pending_rows_sql(pend, "duckdb")).fetchone() == (9, 9, 7)

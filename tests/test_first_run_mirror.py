@@ -408,7 +408,7 @@ def test_an_append_model_never_deletes(project: Project, fresh_emulator: Emulato
     assert "DELETE /api/v3/interactions/{id}" not in fresh_emulator.stats()["requests_by_endpoint"]
 
 
-def _start_cli(project: Project) -> subprocess.Popen[str]:
+def _start_cli(project: Project, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             str(BIN / "voyado-sync"),
@@ -419,8 +419,7 @@ def _start_cli(project: Project) -> subprocess.Popen[str]:
             str(project.dir),
             "-s",
             "events",
-            "--rate",
-            "120",
+            *(args or ("--rate", "120")),
         ],
         env=dict(os.environ),
         stdout=subprocess.PIPE,
@@ -466,3 +465,101 @@ def test_sigkill_during_mirror_deletes_and_replacements_then_rerun_leaves_the_li
 
     assert held(fresh_emulator) == expected(100, 400, bump=100)
     assert project.latest_statuses() == {"sent": 300, "deleted": 100}
+
+
+# -- an interrupted first sync, and the policies' edges ------------------------------------------
+
+
+@pytest.mark.parametrize("chosen", ["yaml", "option"])
+def test_a_backfill_killed_midway_is_finished_by_a_plain_rerun(
+    project: Project, fresh_emulator: EmulatorHandle, chosen: str
+) -> None:
+    """The first sync lasts until a run has gone through every row: the rerun of a backfill
+    killed after 1,000 of 6,000 rows are settled is still that first sync, not a run that
+    would resend most of a known model (the mass-send guard), and keeps its choice."""
+    project.build(stop=6000, meta="first_run: backfill" if chosen == "yaml" else "")
+    option = ("--first-run", "backfill") if chosen == "option" else ()
+    proc = _start_cli(project, "--rate", "200", *option)
+    deadline = time.monotonic() + 60
+    while _posts(fresh_emulator) < 1700 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    # At least 1,000 sent in the ledger's eyes, and more than half the model not journaled.
+    statuses = project.latest_statuses()
+    assert statuses["sent"] >= 1000 and sum(statuses.values()) < 3000, statuses
+
+    code, doc = project.cli("-s", "events", "--rate", "200")
+    assert code == 0, model(doc)
+    assert model(doc)["stopped_by_guard"] is None
+    assert held(fresh_emulator) == expected(0, 6000)
+    assert project.latest_statuses() == {"sent": 6000}
+
+    # Done: the next run is a later run, and one that finds 10 new rows sends them.
+    project.build(stop=6010, meta="first_run: backfill" if chosen == "yaml" else "")
+    code, doc = project.cli("-s", "events", "--rate", "200")
+    assert code == 0 and model(doc)["sent"] == 10
+    assert held(fresh_emulator) == expected(0, 6010)
+
+
+def test_since_from_the_command_line_refuses_a_model_without_created_date(
+    project: Project, fresh_emulator: EmulatorHandle
+) -> None:
+    """``small`` has no created_date: every row's createdDate would be its send time, so
+    since:DATE would baseline nothing and send every row. It is refused; events carries on."""
+    project.build(stop=20)
+    code, doc = project.cli("--first-run", "since:2025-01-01T08:10:00Z")
+    assert code == 2
+    small = model(doc, "small")
+    assert small["sent"] == 0 and small["baselined"] == 0
+    for words in ("small", "created_date", "--first-run since:"):
+        assert words in small["error"], small["error"]
+    assert (model(doc)["sent"], model(doc)["baselined"]) == (10, 10)
+    assert [i for i in fresh_emulator.interactions() if i["schemaId"] == "smallEvent"] == []
+
+    code, dry = project.cli("--dry-run", "-s", "small", "--first-run", "since:2025-01-01")
+    assert code == 2 and "created_date" in model(dry, "small")["error"]
+
+
+_MORE = """
+select 'more-' || lpad(cast(i as varchar), 5, '0') as event_id,
+    'bulk-contact-' || lpad(cast(i % 40 as varchar), 3, '0') as contact_id,
+    timestamp '2025-02-01 08:00:00' + to_seconds(i * 60) as happened_at,
+    cast(20 as integer) as price
+from range(0, 30) as t(i)
+"""
+
+
+def test_a_model_new_to_a_shared_schema_has_its_own_first_sync(
+    project: Project, fresh_emulator: EmulatorHandle
+) -> None:
+    """A second model that starts sending to a schema another model fills is at its own
+    first sync: its first_run applies, whatever the schema already holds."""
+    project.build(stop=20)
+    code, doc = project.cli("-s", "events")
+    assert code == 0 and model(doc)["sent"] == 20
+
+    (project.dir / "models" / "more_events.sql").write_text(_MORE)
+    (project.dir / "models" / "more.yml").write_text(
+        f"""
+models:
+  - name: more_events
+    config:
+      meta:
+        voyado:
+          schema_id: {SCHEMA}
+          unique_key: event_id
+          contact: {{column: contact_id}}
+          created_date: happened_at
+          first_run: baseline
+          properties:
+            eventId: event_id
+            price: price
+"""
+    )
+    project.build(stop=20)
+    code, doc = project.cli("-s", "more_events")
+    assert code == 0, model(doc, "more_events")
+    assert (model(doc, "more_events")["baselined"], model(doc, "more_events")["sent"]) == (30, 0)
+    assert held(fresh_emulator) == expected(0, 20)

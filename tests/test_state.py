@@ -181,3 +181,36 @@ def test_a_large_page_is_one_statement_per_model_plus_one_insert(ledger: Ledger)
     if warehouse.array_params:
         assert len(warehouse.statements) == 4  # (delete + insert) twice, independent of size
         assert all("k0001" not in sql for sql in warehouse.statements)
+
+
+def test_a_first_sync_lasts_until_completed_per_model_and_environment(tmp_path: Path) -> None:
+    """A first sync is the model's, in one Voyado: started (with its policy), then completed.
+    A ledger from before first syncs were recorded counts every model it holds as synced."""
+    warehouse = RawDuckDB(tmp_path / "first.duckdb", array_params=True)
+    staging = Ledger(warehouse, environment=environment_of("https://acme.staging.voyado.com"))
+    staging.ensure()
+    reviews, other = "model.shop.reviews", "model.shop.more_reviews"
+    assert staging.history(reviews, "review").first_sync
+    staging.write([delivery("a", "sent", interaction_id="i-1")])
+    staging.record_first_sync(
+        reviews, "review", state="started", policy="since:2026-01-01T00:00:00.000Z", run_id="r1"
+    )
+    begun = staging.history(reviews, "review")
+    assert begun.first_sync and begun.started_with == "since:2026-01-01T00:00:00.000Z"
+    staging.record_first_sync(reviews, "review", state="completed", policy="", run_id="r1")
+    assert not staging.history(reviews, "review").first_sync
+    assert staging.history(other, "review").first_sync  # another model, same schema
+    production = Ledger(warehouse, environment=environment_of("https://acme.voyado.com"))
+    assert production.history(reviews, "review").first_sync
+
+    # A version 4 ledger: no first_syncs table; migrating records what it holds as done.
+    warehouse.execute('DROP TABLE "voyado_sync"."first_syncs"')
+    warehouse.execute('DELETE FROM "voyado_sync"."ledger_version"')
+    warehouse.execute('INSERT INTO "voyado_sync"."ledger_version" VALUES (4)')
+    assert not staging.history(reviews, "review").first_sync  # entries stand for it
+    assert staging.history(other, "review").first_sync is False
+    staging.ensure()
+    assert not staging.history(reviews, "review").first_sync
+    assert staging.history(other, "review").first_sync
+    assert production.history(reviews, "review").first_sync  # staging's sync is not its
+    warehouse.close()

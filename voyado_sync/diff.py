@@ -598,11 +598,17 @@ def count_sql(
 
 
 def pending_rows_sql(pending: exp.Table | exp.Subquery, dialect: str) -> str:
-    """Number of pending keys and the model rows behind them (duplicates count each row)."""
+    """Number of pending keys, the model rows behind them (duplicates count each row), and
+    the keys the ledger has no entry of (new to it: the mass-send guard's count)."""
+    new = exp.Case(
+        ifs=[exp.If(this=col(PREV_STATUS).is_(exp.null()), true=exp.Literal.number(1))],
+        default=exp.Literal.number(0),
+    )
     return (
         exp.select(
             exp.Count(this=exp.Star()),
             exp.Coalesce(this=exp.Sum(this=col(DUP_COUNT)), expressions=[exp.Literal.number(0)]),
+            exp.Coalesce(this=exp.Sum(this=new), expressions=[exp.Literal.number(0)]),
         )
         .from_(pending)
         .sql(dialect=dialect)

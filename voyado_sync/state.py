@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from voyado_sync.spec import InteractionModel
     from voyado_sync.warehouse.base import Warehouse
 
-LEDGER_VERSION = 4
+LEDGER_VERSION = 5
 DEFAULT_SCHEMA = "voyado_sync"
 
 
@@ -194,6 +194,19 @@ _TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("environment", _TEXT),
     ),
     "ledger_version": (("version", _INT),),
+    # Each model's first sync for a schema_id (ledger version 5): ``started`` with the
+    # first_run policy it runs under, then ``completed`` once a run went through all its rows.
+    # Until then every run is that first sync, under the same policy.
+    "first_syncs": (
+        ("model", _TEXT),
+        ("schema_id", _TEXT),
+        ("environment", _TEXT),
+        ("state", _TEXT),
+        ("policy", _TEXT),
+        ("run_id", _TEXT),
+        ("updated_at", _TEXT),
+        (ENTRY_SEQ, _BIGINT),
+    ),
     # schemas upgrade's progress (upgrade.py): one journal of phases per (schema, base URL).
     "schema_upgrades": (
         ("schema_id", _TEXT),
@@ -219,6 +232,9 @@ _ADDED = (
     (3, "deliveries", "relation", _TEXT),
     (4, "contacts", "environment", _TEXT),
 )
+#: The states of a first sync (table ``first_syncs``).
+FIRST_SYNC_STARTED = "started"
+FIRST_SYNC_COMPLETED = "completed"
 #: How a journal's rows are identified (the partition of :func:`latest_entries`).
 DELIVERY_IDENTITY = ("schema_id", "row_key")
 
@@ -511,16 +527,27 @@ class History:
     """What the ledger holds of one model (its latest entries), for the first-run and
     mass-send guards."""
 
-    #: Rows under the model's schema_id in any status: 0 means this is its first sync.
+    #: Rows under the model's schema_id in any status.
     entries: int
     #: Of those, rows Voyado holds (sent).
     sent: int
     #: Rows of the model sent under another schema_id (its history, sent again if synced).
     other_schemas_sent: int
+    #: Whether a run of this model went through all its rows for this schema_id (table
+    #: ``first_syncs``); None where that table is missing (a dry run on an older ledger),
+    #: where having entries stands for it.
+    completed: bool | None = None
+    #: The first_run policy an unfinished first sync started with ("" for none): its next
+    #: run goes on under it when neither the YAML nor ``--first-run`` chooses.
+    started_with: str | None = None
 
     @property
     def first_sync(self) -> bool:
-        return self.entries == 0
+        """A model's first sync for its schema_id: until one of its runs has gone through
+        every row, so a first sync killed midway is still the first sync when run again."""
+        if self.completed is None:
+            return self.entries == 0
+        return not self.completed
 
 
 _ACTIVE = ("claim", "renew")
@@ -676,7 +703,32 @@ class Ledger:
                     actions=[exp.ColumnDef(this=ident(column), kind=exp.DataType.build(kind))],
                 )
                 self.warehouse.execute(self._sql(alter))
+        if version < 5:
+            # Every model that has entries under a schema had its first sync before first
+            # syncs were recorded: later runs are later runs, as they were.
+            self.warehouse.execute(self._completed_before_sql())
         self._insert("ledger_version", [(exp.Literal.number(LEDGER_VERSION),)], ["version"])
+
+    def _completed_before_sql(self) -> str:
+        values = {
+            "model": col("model"),
+            "schema_id": col("schema_id"),
+            "environment": col("environment"),
+            "state": lit(FIRST_SYNC_COMPLETED),
+            "policy": exp.null(),
+            "run_id": exp.null(),
+            "updated_at": lit(utc_now()),
+            ENTRY_SEQ: exp.Literal.number(0),
+        }
+        names = [c for c, _ in _TABLES["first_syncs"]]
+        select = (
+            exp.select(*(exp.alias_(values[c], c, quoted=True) for c in names))
+            .distinct()
+            .from_(self.table("deliveries"))
+        )
+        return self._sql(
+            exp.insert(select, self.table("first_syncs"), columns=[ident(c) for c in names])
+        )
 
     def _insert(
         self, name: str, rows: Sequence[tuple[exp.Expr, ...]], columns: Sequence[str]
@@ -705,7 +757,7 @@ class Ledger:
         the highest number written so far, so entries are ordered without trusting clocks."""
         if self._seq is None:
             self._seq = 0
-            for name in ("deliveries", "contacts", "runs"):
+            for name in ("deliveries", "contacts", "runs", "first_syncs"):
                 rows = self.warehouse.query(
                     self._sql(exp.select(exp.Max(this=col(ENTRY_SEQ))).from_(self.table(name)))
                 )
@@ -1074,7 +1126,8 @@ class Ledger:
         """What the ledger holds for this model in this environment: the rows under
         ``schema_id`` (none: its first sync; a renamed model keeps its schema's history),
         those sent, and the model's rows sent under other schema ids."""
-        if not self.exists():
+        names = self.tables() or set()
+        if "deliveries" not in names:
             return History(0, 0, 0)
         mine = col("schema_id").eq(lit(schema_id))
         sent = col("status").eq(lit(Status.SENT))
@@ -1094,7 +1147,52 @@ class Ledger:
         ).from_(self._latest_deliveries(exp.or_(mine.copy(), of_model.copy())))
         rows = self.warehouse.query(self._sql(query))
         entries, sent_n, other = rows[0] if rows else (0, 0, 0)
-        return History(int(entries or 0), int(sent_n or 0), int(other or 0))
+        completed, started_with = (
+            self._first_sync(model, schema_id) if "first_syncs" in names else (None, None)
+        )
+        return History(
+            int(entries or 0), int(sent_n or 0), int(other or 0), completed, started_with
+        )
+
+    def _first_sync(self, model: str, schema_id: str) -> tuple[bool, str | None]:
+        """(completed, the policy the latest start recorded) of this model's first sync."""
+        query = (
+            exp.select(col("state"), col("policy"))
+            .from_(self.table("first_syncs"))
+            .where(
+                exp.and_(
+                    col("model").eq(lit(model)),
+                    col("schema_id").eq(lit(schema_id)),
+                    environment_scope(self.environment),
+                )
+            )
+            .order_by(col(ENTRY_SEQ))
+        )
+        completed, started_with = False, None
+        for state, policy in self.warehouse.query(self._sql(query)):
+            if state == FIRST_SYNC_COMPLETED:
+                completed = True
+            elif state == FIRST_SYNC_STARTED:
+                started_with = str(policy or "")
+        return completed, started_with
+
+    def record_first_sync(
+        self, model: str, schema_id: str, *, state: str, policy: str, run_id: str
+    ) -> None:
+        """Journal that this model's first sync for ``schema_id`` started (with ``policy``,
+        "" for none) or completed."""
+        values = {
+            "model": model,
+            "schema_id": schema_id,
+            "environment": self.environment,
+            "state": state,
+            "policy": policy,
+            "run_id": run_id,
+            "updated_at": utc_now(),
+            ENTRY_SEQ: self._next_seq(1),
+        }
+        names = [c for c, _ in _TABLES["first_syncs"]]
+        self._insert("first_syncs", [tuple(literal(values[c]) for c in names)], names)
 
     def sent_ids(self, schema_id: str, contact_ids: Sequence[str]) -> set[str]:
         """Voyado ids already claimed by sent rows of these contacts (never matched twice)."""

@@ -18,8 +18,15 @@ from dataclasses import dataclass, field
 from voyado_sync.diff import REPLACED, VANISHED
 from voyado_sync.exceptions import FatalApiError, RowRejected
 from voyado_sync.payload import PayloadBuilder
-from voyado_sync.spec import FirstRun, InteractionModel
-from voyado_sync.state import Delivery, History, Ledger, utc_now
+from voyado_sync.spec import FirstRun, InteractionModel, parse_first_run
+from voyado_sync.state import (
+    FIRST_SYNC_COMPLETED,
+    FIRST_SYNC_STARTED,
+    Delivery,
+    History,
+    Ledger,
+    utc_now,
+)
 from voyado_sync.sync import first_run, guards, merged, mirror, prepare, settle, stage, verify
 from voyado_sync.sync.contacts import ContactResolver, Resolver
 from voyado_sync.sync.deliver import Sender, VoyadoSender
@@ -110,7 +117,8 @@ async def sync_model(plan: Plan, model: InteractionModel, res: ModelResult) -> N
 async def _sync_staged(
     plan: Plan, model: InteractionModel, res: ModelResult, staged: stage.Staged
 ) -> None:
-    """Guards, then a mirror model's deletes and the first run's baseline, then sending."""
+    """The guards, then delivery; a first sync is recorded started before anything is
+    sent and completed once the run went through every row."""
     res.selected = staged.selected
     res.already_sent = staged.already_sent
     exists = plan.ledger_exists
@@ -124,13 +132,72 @@ async def _sync_staged(
     if model.mirror:
         deletes = await plan.db(mirror.planned, plan.ledger, model, exists=exists)
         live = await plan.db(mirror.live, plan.ledger, model, exists=exists)
-    policy = (plan.first_run or model.first_run) if history.first_sync else None
-    stopped = _guard(plan, model, history, staged, policy, deletes, live)
+    first = history.first_sync
+    policy = _policy(plan, model, history) if first else None
+    refused = _unusable(model, policy)
+    stopped = refused or _guard(plan, model, history, staged, policy, deletes, live)
     if stopped is not None:
-        res.stopped_by_guard = stopped.guard
+        res.stopped_by_guard = stopped.guard or None
         res.error = ("a real run would stop here: " if plan.dry_run else "") + stopped.message
         res.not_sent = staged.rows
         return
+    if first and not plan.dry_run:
+        # Before anything is sent: a rerun after a crash is this first sync again, under
+        # the same policy (--first-run is not repeated by a scheduler's retry).
+        await plan.db(
+            plan.ledger.record_first_sync,
+            model.model,
+            model.schema_id,
+            state=FIRST_SYNC_STARTED,
+            policy=str(policy or ""),
+            run_id=plan.run_id,
+        )
+    await _deliver_staged(plan, model, res, staged, policy, deletes)
+    if first and not plan.dry_run and not plan.stop.is_set:
+        await plan.db(
+            plan.ledger.record_first_sync,
+            model.model,
+            model.schema_id,
+            state=FIRST_SYNC_COMPLETED,
+            policy=str(policy or ""),
+            run_id=plan.run_id,
+        )
+
+
+def _policy(plan: Plan, model: InteractionModel, history: History) -> FirstRun | None:
+    """A first sync's policy: --first-run, else the YAML's, else the one an interrupted
+    first sync started with."""
+    chosen = plan.first_run or model.first_run
+    if chosen is None and history.started_with:
+        chosen = parse_first_run(history.started_with)
+    return chosen
+
+
+def _unusable(model: InteractionModel, policy: FirstRun | None) -> guards.Stopped | None:
+    """``since`` on a model without created_date (from --first-run; the YAML cannot say it):
+    every row's createdDate would be the moment it is sent, so nothing would be older than
+    the date and every row would be sent, unguarded."""
+    if policy is None or policy.policy != "since" or model.created_date_column:
+        return None
+    return guards.Stopped(
+        "",
+        f"--first-run {policy} cannot apply to {model.model}: it has no created_date "
+        "(config.meta.voyado.created_date), so every row's createdDate would be the time it "
+        "is sent and no row would be older than the date: all of them would be sent. Nothing "
+        f"was sent for it. Select the models that have created_date (-s), or choose backfill "
+        f"or baseline for {model.model}.",
+    )
+
+
+async def _deliver_staged(
+    plan: Plan,
+    model: InteractionModel,
+    res: ModelResult,
+    staged: stage.Staged,
+    policy: FirstRun | None,
+    deletes: list[mirror.Planned],
+) -> None:
+    """A mirror model's deletes, then the first run's baseline, then sending."""
     skip: set[str] = set()
     if deletes:
         if plan.dry_run:
@@ -176,7 +243,7 @@ def _guard(
         or guards.mass_send(
             model,
             history,
-            rows=staged.rows,
+            rows=staged.new_keys,
             selected=staged.selected,
             allowed=model.model in plan.allow_mass_send,
         )

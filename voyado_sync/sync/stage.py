@@ -31,6 +31,9 @@ class Staged:
     keys: int
     rows: int
     pending: exp.Table | exp.Subquery
+    #: Pending keys the ledger has no entry of: neither sent, failed, rejected nor deleted
+    #: before (a redefined unique_key or a rebuilt table makes every key new).
+    new_keys: int = 0
 
     @property
     def already_sent(self) -> int:
@@ -73,8 +76,8 @@ def stage(ledger: Ledger, model: InteractionModel, *, retry_rejected: bool) -> S
         )
     )
     n_candidates = int(wh.query(sql.count_sql(cand, wh.dialect))[0][0])
-    n_keys, rows = wh.query(sql.pending_rows_sql(pending, wh.dialect))[0]
-    return Staged(selected, n_candidates, int(n_keys or 0), int(rows or 0), pending)
+    n_keys, rows, new = wh.query(sql.pending_rows_sql(pending, wh.dialect))[0]
+    return Staged(selected, n_candidates, int(n_keys or 0), int(rows or 0), pending, int(new or 0))
 
 
 def unstage(ledger: Ledger, model: InteractionModel) -> None:
@@ -105,8 +108,8 @@ def preview(
         source = sql.source_table(model, wh.dialect)
         selected = int(wh.query(sql.count_sql(source, wh.dialect))[0][0])
         n_candidates = int(wh.query(sql.count_sql(candidates, wh.dialect))[0][0])
-        keys, rows = wh.query(sql.pending_rows_sql(pending, wh.dialect))[0]
-    return Staged(selected, n_candidates, int(keys or 0), int(rows or 0), pending)
+        keys, rows, new = wh.query(sql.pending_rows_sql(pending, wh.dialect))[0]
+    return Staged(selected, n_candidates, int(keys or 0), int(rows or 0), pending, int(new or 0))
 
 
 def page(
