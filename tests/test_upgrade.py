@@ -440,3 +440,121 @@ def test_replay_through_30_percent_503s(project: Project, monkeypatch: pytest.Mo
     assert result.exit_code == 0, result.output
     assert p.emulator.stats()["faults"]["injected_errors"] > 50
     assert_upgraded(p, before)
+
+
+# -- what the history check and the count of lost rows must get right ---------------------------
+
+
+def test_rows_voyado_refuses_on_replay_are_lost_not_replayed(project: Project) -> None:
+    """A replayed row can fail for good (its contact was deleted in Voyado since): it is not
+    in Voyado any more, so the upgrade says it lost it and does not exit 0."""
+    p = project
+    before = sent_history(p)
+    assert p.emulator.remove_contacts(["bulk-contact-000"]) == 1
+    gone = {f"ev-{i:06d}" for i in range(0, ROWS, 40)}
+    result = p.confirmed()
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["lost"], doc["replayed"]) == (len(gone), ROWS - len(gone))
+    assert f"{len(gone)} " in doc["error"]["message"] and "lost" in doc["error"]["message"]
+    assert p.created_by_event() == {e: d for e, d in before.items() if e not in gone}
+    assert p.phase() == "done"  # nothing left to replay: run is not held
+    again = p.sync(p.v2)
+    assert again["models"][0]["sent"] == 0
+
+
+def test_a_kill_after_the_upgrade_is_recorded_and_before_rows_are_marked(project: Project) -> None:
+    """The upgrade is recorded before the history is marked: a kill in between leaves an
+    upgrade that holds run and that the rerun finishes, marking what it must first."""
+    from tests.test_state import RawDuckDB
+    from voyado_sync.state import Ledger, SchemaUpgrade, UpgradePhase, environment_of
+    from voyado_sync.warehouse.base import Warehouse
+
+    p = project
+    before = sent_history(p)
+    raw = RawDuckDB(p.db, array_params=True)
+    warehouse: Warehouse = raw
+    ledger = Ledger(warehouse, environment=environment_of(p.emulator.url))
+    ledger.ensure()
+    ledger.record_upgrade(
+        SchemaUpgrade(
+            schema_id=SCHEMA,
+            base_url=p.emulator.url,
+            phase=UpgradePhase.MARKED,
+            run_id="killed-run",
+            planned=ROWS,
+            deleted_with_schema=ROWS,
+            old_definition=json.dumps(p.schema(), sort_keys=True),
+            new_definition="{}",
+            started_at="2026-12-03T00:00:00.000Z",
+            updated_at="2026-12-03T00:00:00.000Z",
+        )
+    )
+    raw.close()
+    held = p.sync(p.v1)
+    assert held["exit_code"] == 2 and "unfinished" in held["models"][0]["error"]
+    resumed = p.upgrade("--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["replayed"] == ROWS
+    assert_upgraded(p, before)
+
+
+def test_the_json_says_lost_and_what_would_be_replayed(project: Project) -> None:
+    p = project
+    sent_history(p)
+    dry = json.loads(p.upgrade("--dry-run", "--json").stdout)
+    assert (dry["deleted_with_schema"], dry["replayed"], dry["lost"]) == (ROWS, ROWS, 0)
+    assert segmentable(dry["definition"])
+    with duckdb.connect(str(p.db)) as con:
+        con.execute(f"delete from main.{MODEL} where event_id = 'ev-000007'")
+    refused = p.confirmed()
+    assert refused.exit_code == 2
+    doc = json.loads(refused.stdout)
+    assert (doc["lost"], doc["replayed"], doc["deleted_with_schema"]) == (1, 0, 0)
+
+
+def test_prompts_whenever_not_json(project: Project) -> None:
+    """The prompts are asked whenever --json is not given; a closed stdin answers no."""
+    p = project
+    before = sent_history(p)
+    closed = p.upgrade(input="")
+    assert closed.exit_code == 2 and "not confirmed" in closed.output
+    assert not segmentable(p.schema())
+    yes = p.upgrade(input=f"{SCHEMA}\ny\n")
+    assert yes.exit_code == 0, yes.output
+    assert_upgraded(p, before)
+
+
+def _mirrored(source: Path, where: Path) -> Path:
+    """A copy of a project whose model is a mirror model (as dbt parse would write it)."""
+    copy = where / source.name
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("logs"))
+    path = copy / "target" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    node = manifest["nodes"][f"model.upgrading.{MODEL}"]
+    for meta in (node["config"]["meta"], node.get("meta") or {}):
+        if "voyado" in meta:
+            meta["voyado"]["mode"] = "mirror"
+    path.write_text(json.dumps(manifest))
+    return copy
+
+
+def test_rows_gone_from_a_mirror_model_are_not_history(project: Project, tmp_path: Path) -> None:
+    """A mirror model's row removed since it was sent is not history: the upgrade neither
+    refuses for it nor replays it, and Voyado ends up holding exactly the model's rows."""
+    p = project
+    p.v1, p.v2 = _mirrored(p.v1, tmp_path / "v1"), _mirrored(p.v2, tmp_path / "v2")
+    before = sent_history(p)
+    removed = {f"ev-{i:06d}" for i in range(7)}
+    with duckdb.connect(str(p.db)) as con:
+        con.execute(f"delete from main.{MODEL} where event_id < 'ev-000007'")
+    result = p.confirmed()
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["lost"], doc["replayed"], doc["deleted_with_schema"]) == (0, ROWS - 7, ROWS)
+    kept = {e: d for e, d in before.items() if e not in removed}
+    assert p.created_by_event() == kept
+    again = p.sync(p.v2)
+    assert again["exit_code"] == 0, again
+    assert again["models"][0]["sent"] == 0
+    assert p.created_by_event() == kept

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from voyado_sync import settings
-from voyado_sync.cli import EXIT_OK, _envelope, _fail, _options, _project_options, log
+from voyado_sync.cli import EXIT_OK, _envelope, _fail, _options, _project_options, _redacted, log
+from voyado_sync.exceptions import SchemaRefused, error_kind
 
 if TYPE_CHECKING:
     from voyado_sync.schema_ops import (
@@ -132,7 +133,10 @@ def _print_list(listing: SchemaList) -> None:
     if absent:
         click.echo("Not in Voyado yet (created by `voyado-sync schemas push` or the next run):")
         for s in absent:
-            click.echo(f"  {s.schema_id:<{width}}  models: {', '.join(s.models)}")
+            lower = f"(editor: {s.schema_id_lower})"
+            click.echo(
+                f"  {s.schema_id:<{width}}  {lower:<{width + 10}}  models: {', '.join(s.models)}"
+            )
     for warning in listing.warnings:
         click.echo(f"warning: {warning}")
 
@@ -592,8 +596,15 @@ def upgrade_command(
         if as_json:
             refusal = plan.refusal
             error = {"message": refusal, "kind": "SchemaRefused"} if refusal else None
+            # What a real upgrade would report, under the same names (as run --dry-run does).
+            would = {
+                "deleted_with_schema": 0 if refusal else plan.deleted_with_schema,
+                "replayed": 0 if refusal else plan.to_replay,
+                "lost": plan.lost,
+                "definition": plan.generated,
+            }
             _envelope(
-                {"dry_run": True, "plan": plan.as_dict(), "error": error},
+                {"dry_run": True, **would, "plan": plan.as_dict(), "error": error},
                 exit_code=2 if refusal else EXIT_OK,
             )
         else:
@@ -604,16 +615,13 @@ def upgrade_command(
     if not as_json:
         _print_upgrade_plan(plan)
     confirm, paused = confirm_delete, automations_paused
-    if plan.unfinished is None and not plan.refusal and not as_json and _stdin_is_interactive():
+    # Without --json a person may be there: ask what the options do not say (a closed stdin,
+    # as under a scheduler, answers no and nothing changes).
+    if plan.unfinished is None and not plan.refusal and not as_json:
         if confirm is None and _prompt_upgrade_id(schema_id):
             confirm = schema_id
         if confirm == schema_id and not paused:
-            paused = click.confirm(
-                f"Are the automations triggered by new {schema_id} interactions paused? "
-                "(replayed interactions are new to Voyado: contacts would enter them again)",
-                default=False,
-                err=True,
-            )
+            paused = _confirm_paused(schema_id)
     try:
         result = apply_upgrade(
             plan,
@@ -622,6 +630,23 @@ def upgrade_command(
             automations_paused=paused,
             progress=None if as_json else _upgrade_progress,
         )
+    except SchemaRefused as exc:
+        if as_json:
+            # A refusal changed nothing: the counts say so, and what would be lost.
+            _envelope(
+                {
+                    "deleted_with_schema": 0,
+                    "replayed": 0,
+                    "lost": plan.lost,
+                    "definition": plan.generated,
+                    "plan": plan.as_dict(),
+                    "error": {"message": _redacted(str(exc)), "kind": error_kind(exc)},
+                },
+                exit_code=2,
+            )
+            raise SystemExit(2) from None
+        _cannot_run(exc, as_json)
+        return
     except Exception as exc:
         _cannot_run(exc, as_json)
         return
@@ -640,6 +665,18 @@ def upgrade_command(
 def _upgrade_progress(model: str, done: int, total: int) -> None:
     if total and (done == total or done % 500 == 0):
         log(f"  replay {model}: {done}/{total}")
+
+
+def _confirm_paused(schema_id: str) -> bool:
+    try:
+        return click.confirm(
+            f"Are the automations triggered by new {schema_id} interactions paused? "
+            "(replayed interactions are new to Voyado: contacts would enter them again)",
+            default=False,
+            err=True,
+        )
+    except click.Abort:
+        return False
 
 
 def _prompt_upgrade_id(schema_id: str) -> bool:

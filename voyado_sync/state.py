@@ -107,6 +107,8 @@ RETRYABLE = (
     Status.REPLAY,
     Status.DELETED,
 )
+#: Statuses of an upgrade's rows that it has still to replay (sent again by its replay).
+REPLAY_OPEN = (Status.REPLAY, Status.IN_FLIGHT, Status.FAILED, Status.NOT_SENT)
 #: Statuses of rows Voyado holds (or, baselined, is taken to hold): not sent again while the
 #: row is unchanged (append models: whatever changes).
 DONE = (Status.SENT, Status.BASELINED)
@@ -206,6 +208,15 @@ _TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("run_id", _TEXT),
         ("updated_at", _TEXT),
         (ENTRY_SEQ, _BIGINT),
+    ),
+    # The rows an upgrade replays (ledger version 5), written before they are marked
+    # ``replay``: which rows it replayed, lost or has still to replay is read from them.
+    "upgrade_rows": (
+        ("schema_id", _TEXT),
+        ("upgrade_id", _TEXT),
+        ("model", _TEXT),
+        ("row_key", _TEXT),
+        ("marked_at", _TEXT),
     ),
     # schemas upgrade's progress (upgrade.py): one journal of phases per (schema, base URL).
     "schema_upgrades": (
@@ -548,6 +559,31 @@ class History:
         if self.completed is None:
             return self.entries == 0
         return not self.completed
+
+
+def _count_if(condition: exp.Expr) -> exp.Expr:
+    """How many rows meet ``condition`` (0 when none)."""
+    hit = exp.Case(ifs=[exp.If(this=condition, true=exp.Literal.number(1))])
+    return exp.Coalesce(
+        this=exp.Sum(this=hit.else_(exp.Literal.number(0))),
+        expressions=[exp.Literal.number(0)],
+    )
+
+
+@dataclass(frozen=True)
+class SchemaHistory:
+    """What the ledger holds as sent under one schema, for ``schemas upgrade``."""
+
+    #: Rows sent: the interactions voyado-sync sent that deleting the schema destroys.
+    sent: int
+    #: Of those, rows no model using the schema holds any more: lost for good by a delete.
+    lost: int
+    #: Of those, rows gone from a mirror model: deleted with the schema, not history.
+    gone: int
+
+    @property
+    def to_replay(self) -> int:
+        return self.sent - self.lost - self.gone
 
 
 _ACTIVE = ("claim", "renew")
@@ -1132,18 +1168,11 @@ class Ledger:
         mine = col("schema_id").eq(lit(schema_id))
         sent = col("status").eq(lit(Status.SENT))
 
-        def count_if(condition: exp.Expr) -> exp.Expr:
-            hit = exp.Case(ifs=[exp.If(this=condition, true=exp.Literal.number(1))])
-            return exp.Coalesce(
-                this=exp.Sum(this=hit.else_(exp.Literal.number(0))),
-                expressions=[exp.Literal.number(0)],
-            )
-
         of_model = col("model").eq(lit(model))
         query = exp.select(
-            count_if(mine),
-            count_if(exp.and_(mine, sent)),
-            count_if(exp.and_(mine.copy().not_(), of_model, sent.copy())),
+            _count_if(mine),
+            _count_if(exp.and_(mine, sent)),
+            _count_if(exp.and_(mine.copy().not_(), of_model, sent.copy())),
         ).from_(self._latest_deliveries(exp.or_(mine.copy(), of_model.copy())))
         rows = self.warehouse.query(self._sql(query))
         entries, sent_n, other = rows[0] if rows else (0, 0, 0)
@@ -1466,45 +1495,110 @@ class Ledger:
     def _schema_rows(self, schema_id: str) -> exp.Subquery:
         return self._latest_deliveries(col("schema_id").eq(lit(schema_id)))
 
-    def schema_history(self, schema_id: str, models: Sequence[InteractionModel]) -> tuple[int, int]:
-        """(sent, lost): the rows the ledger holds as sent under ``schema_id``, and how many
-        of them are no longer a row (same key) of ``models``: history that a delete of the
-        schema would lose for good, because nothing could send it again. A row is its
-        schema_id and key (module docstring), whichever of the models holds it."""
+    def schema_history(self, schema_id: str, models: Sequence[InteractionModel]) -> SchemaHistory:
+        """What deleting ``schema_id`` costs: the rows the ledger holds as sent under it, those
+        no row (same key) of ``models`` holds any more and that a delete would lose for good
+        (nothing could send them again), and those gone from a mirror model (their
+        interaction is to be deleted anyway: not history). A row is its schema_id and key
+        (module docstring), whichever of the models holds it."""
+        kept, mirrored = self._kept(models)
+        gone = exp.and_(exp.paren(kept).not_(), exp.paren(mirrored))
+        lost = exp.and_(exp.paren(kept.copy()).not_(), exp.paren(mirrored.copy()).not_())
+
+        query = (
+            exp.select(
+                exp.Count(this=exp.Star()),
+                _count_if(lost),
+                _count_if(gone),
+            )
+            .from_(self._schema_rows(schema_id))
+            .where(col("status").eq(lit(Status.SENT)))
+        )
+        rows = self.warehouse.query(self._sql(query))
+        sent, lost_n, gone_n = rows[0] if rows else (0, 0, 0)
+        return SchemaHistory(int(sent or 0), int(lost_n or 0), int(gone_n or 0))
+
+    def _kept(self, models: Sequence[InteractionModel]) -> tuple[exp.Expr, exp.Expr]:
+        """(the row's key is a row of one of ``models``, the row was written by one of them
+        that is a mirror model)."""
         from voyado_sync.diff import row_key, source_table
 
         kept: exp.Expr = exp.false()
         for model in models:
             keys = exp.select(row_key(model)).from_(source_table(model, self.warehouse.dialect))
             kept = exp.or_(kept, col("row_key").isin(query=keys))
-        lost = exp.Sum(
-            this=exp.Case(
-                ifs=[exp.If(this=exp.paren(kept), true=exp.Literal.number(0))],
-                default=exp.Literal.number(1),
+        mirrors = [m.model for m in models if m.mirror]
+        mirrored: exp.Expr = (
+            col("model").isin(*(lit(m) for m in mirrors)) if mirrors else exp.false()
+        )
+        return kept, mirrored
+
+    def _upgrade_keys(self, upgrade_id: str) -> exp.Select:
+        return (
+            exp.select(col("row_key"))
+            .from_(self.table("upgrade_rows"))
+            .where(col("upgrade_id").eq(lit(upgrade_id)))
+        )
+
+    def mark_for_replay(
+        self, schema_id: str, models: Sequence[InteractionModel], *, run_id: str
+    ) -> int:
+        """The upgrade ``run_id``'s history: every row sent under ``schema_id`` that is still
+        a row of ``models`` is recorded in ``upgrade_rows``, then becomes ``replay`` (its
+        interaction id, contact id and createdDate kept), each in one INSERT ... SELECT;
+        the superseded entries are removed after. Idempotent: run again after a crash at any
+        point, it records and marks what is left. Returns how many rows the upgrade replays."""
+        kept, _ = self._kept(models)
+        now = utc_now()
+        tracked = (
+            exp.select(exp.Literal.number(1))
+            .from_(self.table("upgrade_rows").as_(ident("u")))
+            .where(
+                exp.and_(
+                    col("upgrade_id", "u").eq(lit(run_id)),
+                    col("row_key", "u").eq(col("row_key", "d")),
+                )
             )
         )
-        query = (
+        record = exp.insert(
             exp.select(
-                exp.Count(this=exp.Star()),
-                exp.Coalesce(this=lost, expressions=[exp.Literal.number(0)]),
+                exp.alias_(lit(schema_id), "schema_id", quoted=True),
+                exp.alias_(lit(run_id), "upgrade_id", quoted=True),
+                col("model", "d"),
+                col("row_key", "d"),
+                exp.alias_(lit(now), "marked_at", quoted=True),
             )
             .from_(self._schema_rows(schema_id))
-            .where(col("status").eq(lit(Status.SENT)))
+            .where(
+                exp.and_(
+                    col("status", "d").eq(lit(Status.SENT)),
+                    exp.paren(kept),
+                    exp.Not(this=exp.Exists(this=tracked)),
+                )
+            ),
+            self.table("upgrade_rows"),
+            columns=[ident(c) for c, _ in _TABLES["upgrade_rows"]],
         )
-        rows = self.warehouse.query(self._sql(query))
-        return (int(rows[0][0] or 0), int(rows[0][1] or 0)) if rows else (0, 0)
-
-    def mark_for_replay(self, schema_id: str, *, run_id: str) -> int:
-        """Every row sent under ``schema_id`` becomes ``replay`` (its interaction id, contact
-        id and createdDate kept): one INSERT ... SELECT, then the superseded entries removed.
-        Returns how many rows were marked."""
+        self.warehouse.execute(self._sql(record))
+        mine = col("row_key").isin(query=self._upgrade_keys(run_id))
         sent = exp.select(exp.Count(this=exp.Star())).from_(self._schema_rows(schema_id))
-        rows = self.warehouse.query(self._sql(sent.where(col("status").eq(lit(Status.SENT)))))
+        rows = self.warehouse.query(
+            self._sql(sent.where(exp.and_(col("status").eq(lit(Status.SENT)), mine.copy())))
+        )
         n = int(rows[0][0] or 0) if rows else 0
-        if not n:
-            return 0
+        if n:
+            self._mark(schema_id, run_id, mine, n, now)
+        total = self.warehouse.query(
+            self._sql(
+                exp.select(exp.Count(this=exp.Star()))
+                .from_(self.table("upgrade_rows"))
+                .where(col("upgrade_id").eq(lit(run_id)))
+            )
+        )
+        return int(total[0][0] or 0) if total else 0
+
+    def _mark(self, schema_id: str, run_id: str, mine: exp.Expr, n: int, now: str) -> None:
         first = self._next_seq(n)
-        now = utc_now()
         replaced = {
             "status": lit(Status.REPLAY),
             "request_body": exp.null(),
@@ -1535,7 +1629,7 @@ class Ledger:
                 ),
             )
             .from_(self._schema_rows(schema_id))
-            .where(col("status").eq(lit(Status.SENT)))
+            .where(exp.and_(col("status").eq(lit(Status.SENT)), mine))
         )
         insert = exp.insert(
             select,
@@ -1544,40 +1638,56 @@ class Ledger:
         )
         statements = [self._sql(insert)]
         if self.quirks.deletes:
+            # Not correlated: a subquery naming the DELETE's own table is read differently
+            # by different warehouses.
             newer = (
-                exp.select(exp.Literal.number(1))
+                exp.select(col("row_key", "r"))
                 .from_(self.table("deliveries").as_(ident("r")))
                 .where(
                     exp.and_(
                         col("schema_id", "r").eq(lit(schema_id)),
                         col("status", "r").eq(lit(Status.REPLAY)),
                         exp.GTE(this=col(ENTRY_SEQ, "r"), expression=exp.Literal.number(first)),
-                        col("row_key", "r").eq(col("row_key", "deliveries")),
                     )
                 )
             )
             statements.append(
                 self._superseded_delete(
                     "deliveries",
-                    exp.and_(self.scope(schema_id), exp.Exists(this=newer)),
+                    exp.and_(self.scope(schema_id), col("row_key").isin(query=newer)),
                     first,
                 )
             )
         self.warehouse.execute_many(statements)
-        return n
 
-    def awaiting_replay(self, schema_id: str) -> dict[str, int]:
-        """Rows of ``schema_id`` an upgrade has not replayed yet, by status: ``replay``
-        (not tried), ``in_flight`` (unverified), ``failed`` and ``not_sent`` (tried, not
-        stored: sent again). Statuses without rows are left out."""
-        open_ = (Status.REPLAY, Status.IN_FLIGHT, Status.FAILED, Status.NOT_SENT)
-        query = (
-            exp.select(col("status"), exp.Count(this=exp.Star()))
-            .from_(self._schema_rows(schema_id))
-            .where(col("status").isin(*(lit(s) for s in open_)))
-            .group_by(col("status"))
+    def replay_statuses(self, schema_id: str, upgrade_id: str) -> dict[str, int]:
+        """Where the rows of upgrade ``upgrade_id`` stand, by latest status: ``sent`` is
+        replayed; ``replay``, ``in_flight``, ``failed`` and ``not_sent`` are still to replay
+        (:data:`REPLAY_OPEN`); anything else (rejected, contact_not_found) is history Voyado
+        no longer holds. An upgrade recorded without its rows (before ledger version 5)
+        counts every row of the schema in those statuses."""
+        tracked = self.warehouse.query(
+            self._sql(
+                exp.select(exp.Count(this=exp.Star()))
+                .from_(self.table("upgrade_rows"))
+                .where(col("upgrade_id").eq(lit(upgrade_id)))
+            )
         )
+        query = exp.select(col("status"), exp.Count(this=exp.Star())).from_(
+            self._schema_rows(schema_id)
+        )
+        if tracked and int(tracked[0][0] or 0):
+            query = query.where(col("row_key").isin(query=self._upgrade_keys(upgrade_id)))
+        else:
+            query = query.where(col("status").isin(*(lit(s) for s in REPLAY_OPEN)))
+        query = query.group_by(col("status"))
         return {str(s): int(n) for s, n in self.warehouse.query(self._sql(query))}
+
+    def awaiting_replay(self, schema_id: str, upgrade_id: str) -> dict[str, int]:
+        """Rows of upgrade ``upgrade_id`` not replayed yet, by status (:data:`REPLAY_OPEN`).
+        Statuses without rows are left out."""
+        statuses = self.replay_statuses(schema_id, upgrade_id)
+        return {s: n for s, n in statuses.items() if s in REPLAY_OPEN}
 
     def recorded_created_dates(
         self, model: str, schema_id: str, row_keys: Sequence[str]

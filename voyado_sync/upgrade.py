@@ -5,8 +5,8 @@ under it. The seed's way to change one anyway (for example to make a property se
 while keeping its id is five steps, carried out here from what voyado-sync already holds:
 
 1. check the history is saved: every row the ledger holds as sent under the schema is still a
-   row of a model that uses it (same model, same key), or the upgrade is refused with the
-   number of interactions that would be lost for good;
+   row of a model that uses it (same key), or the upgrade is refused with the number of
+   interactions that would be lost for good (rows gone from a mirror model are not history);
 2. confirm: the schema id typed (or ``--confirm-delete``) and the automations triggered by it
    paused (or ``--automations-paused``);
 3. delete the schema; 4. create it again from the project under the same id;
@@ -14,11 +14,12 @@ while keeping its id is five steps, carried out here from what voyado-sync alrea
    pipeline (journaled, reconciled, paced, contacts looked up as in any run).
 
 Exactly once and resumable. The progress is a journal in the ledger (``schema_upgrades``,
-:class:`~voyado_sync.state.UpgradePhase`), and the rows to replay are marked ``replay`` in
-``deliveries`` before the DELETE leaves. A run again after a crash at any moment reads the
-ledger and Voyado's schema to decide the next step::
+:class:`~voyado_sync.state.UpgradePhase`), recorded ``marked`` first; then the rows to replay
+are recorded in ``upgrade_rows`` and marked ``replay`` in ``deliveries``, all before the
+DELETE leaves. A run again after a crash at any moment reads the ledger and Voyado's schema to
+decide the next step::
 
-    marked    + schema as before      -> delete
+    marked    + schema as before      -> mark what is not marked yet, delete
     marked    + schema absent         -> (it was deleted) create
     marked/deleted + schema as the project's -> (it was created) replay
     deleted   + schema absent         -> create
@@ -44,8 +45,11 @@ from voyado_sync.schemas import Change, diff_schemas
 from voyado_sync.settings import RunOptions, connection_from_env
 from voyado_sync.spec import InteractionModel
 from voyado_sync.state import (
+    REPLAY_OPEN,
     Ledger,
+    SchemaHistory,
     SchemaUpgrade,
+    Status,
     UpgradePhase,
     environment_of,
     new_run_id,
@@ -71,6 +75,8 @@ class UpgradePlan:
     sent: int
     #: Of those, rows no model row holds any more: lost for good if the schema is deleted.
     lost: int
+    #: Of those, rows gone from a mirror model: deleted with the schema, not replayed.
+    gone: int
     #: An upgrade of this schema a previous call left unfinished (resumed, not started).
     unfinished: SchemaUpgrade | None
     #: Rows an unfinished upgrade has still to replay, by ledger status.
@@ -83,7 +89,11 @@ class UpgradePlan:
     def to_replay(self) -> int:
         if self.unfinished is not None:
             return sum(self.awaiting.values())
-        return self.sent
+        return max(0, self.sent - self.lost - self.gone)
+
+    @property
+    def deleted_with_schema(self) -> int:
+        return self.sent if self.deletes else 0
 
     @property
     def deletes(self) -> bool:
@@ -112,8 +122,9 @@ class UpgradePlan:
                 for c in self.changes
             ],
             "resuming": self.unfinished.phase if self.unfinished else None,
-            "deleted_with_schema": self.sent if self.deletes else 0,
+            "deleted_with_schema": self.deleted_with_schema,
             "to_replay": self.to_replay,
+            "gone_from_mirror": self.gone,
             "replay_seconds": round(self.replay_seconds, 1),
             "rate": self.rate,
             "lost": self.lost,
@@ -135,7 +146,13 @@ class UpgradeResult:
     remaining: dict[str, int]
     definition: dict[str, Any]
     sync: SyncResult | None
-    lost: int = 0
+    #: History rows the replay could not put back (Voyado refused them for good: rejected,
+    #: or their contact is gone), by status: in Voyado no more.
+    lost_rows: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def lost(self) -> int:
+        return sum(self.lost_rows.values())
 
     @property
     def done(self) -> bool:
@@ -145,10 +162,19 @@ class UpgradeResult:
     def exit_code(self) -> int:
         if self.sync is not None and self.sync.exit_code == 2:
             return 2
-        return 0 if self.done else 1
+        return 0 if self.done and not self.lost else 1
 
     def message(self) -> str:
         sid = self.schema_id
+        if self.done and self.lost:
+            why = ", ".join(f"{n} {status}" for status, n in sorted(self.lost_rows.items()))
+            return (
+                f"Upgraded interaction schema {sid}, but {self.lost} interaction(s) of its "
+                f"history were lost: Voyado refused them when they were replayed ({why}), so "
+                f"it no longer holds them; {self.replayed} replayed with their original "
+                "createdDate. `voyado-sync rejected` lists each row with Voyado's answer; a "
+                "row waiting for its contact is sent by a later run once the contact exists."
+            )
         if self.done:
             return (
                 f"Upgraded interaction schema {sid}: deleted with {self.deleted_with_schema} "
@@ -169,6 +195,7 @@ class UpgradeResult:
             "deleted_with_schema": self.deleted_with_schema,
             "replayed": self.replayed,
             "lost": self.lost,
+            "lost_by_status": self.lost_rows,
             "remaining": self.remaining,
             "definition": self.definition,
             "message": self.message(),
@@ -195,6 +222,7 @@ def plan_upgrade(options: RunOptions, schema_id: str) -> UpgradePlan:
                 "models that use it. Nothing was changed."
             )
         generated = models[0].schema_body()
+        differing = _differing(models)
 
         async def fetch(client: VoyadoClient) -> dict[str, Any] | None:
             return await client.get_schema(schema_id)
@@ -207,19 +235,20 @@ def plan_upgrade(options: RunOptions, schema_id: str) -> UpgradePlan:
         )
         unfinished: SchemaUpgrade | None = None
         awaiting: dict[str, int] = {}
-        sent = lost = 0
+        history = SchemaHistory(0, 0, 0)
         deletes = True
         if ledger.exists():
             unfinished = ledger.upgrade_of(schema_id, connection.base_url)
             if unfinished is not None and unfinished.phase == UpgradePhase.DONE:
                 unfinished = None
             if unfinished is not None:
-                awaiting = ledger.awaiting_replay(schema_id)
-            sent, lost = ledger.schema_history(schema_id, models)
+                awaiting = ledger.awaiting_replay(schema_id, unfinished.run_id)
+            history = ledger.schema_history(schema_id, models)
+        sent, lost = history.sent, history.lost
         refusal = ""
         changes = tuple(diff_schemas(generated, voyado)) if voyado is not None else ()
         if unfinished is None:
-            refusal = _refusal(schema_id, models, voyado, changes, lost, sent, ledger)
+            refusal = differing or _refusal(schema_id, models, voyado, changes, lost, sent, ledger)
         else:
             deletes = unfinished.phase == UpgradePhase.MARKED and voyado is not None
             if deletes:
@@ -233,12 +262,29 @@ def plan_upgrade(options: RunOptions, schema_id: str) -> UpgradePlan:
         changes=changes,
         sent=sent if deletes and unfinished is None else (unfinished.planned if unfinished else 0),
         lost=lost if unfinished is None else 0,
+        gone=history.gone if unfinished is None else 0,
         unfinished=unfinished,
         awaiting=awaiting,
         rate=options.rate,
         refusal=refusal,
     )
     return plan
+
+
+def _differing(models: list[InteractionModel]) -> str:
+    """Why models that share a schema cannot recreate it: they define it differently."""
+    first = models[0]
+    for other in models[1:]:
+        drift = diff_schemas(first.schema_body(), other.schema_body())
+        if drift:
+            return (
+                f"models {first.model} and {other.model} both use interaction schema "
+                f"{first.schema_id} but define it differently ("
+                + "; ".join(str(c) for c in drift)
+                + "), so the upgrade cannot tell which definition to create. Make their "
+                "config.meta.voyado agree. Nothing was changed."
+            )
+    return ""
 
 
 def _refusal(
@@ -330,15 +376,17 @@ def apply_upgrade(
     replay_options = dataclasses.replace(options, select=models, exclude=(), dry_run=False)
     sync = runner.run(replay_options, progress=progress, upgrading=sid)
 
-    remaining = _finish(options, upgrade, sync)
-    replayed = max(0, upgrade.planned - sum(remaining.values()))
+    statuses = _finish(options, upgrade, sync)
+    remaining = {s: n for s, n in statuses.items() if s in REPLAY_OPEN}
+    lost = {s: n for s, n in statuses.items() if s not in REPLAY_OPEN and s != Status.SENT}
     return UpgradeResult(
         schema_id=sid,
         deleted_with_schema=deleted,
-        replayed=replayed,
+        replayed=statuses.get(Status.SENT, 0),
         remaining=remaining,
         definition=plan.generated,
         sync=sync,
+        lost_rows=lost,
     )
 
 
@@ -353,9 +401,14 @@ def _prepare(plan: UpgradePlan, options: RunOptions, run_id: str, base_url: str)
         ledger.ensure()
         ledger.acquire_lock(run_id)
         try:
+            with opened(dataclasses.replace(options, select=plan.models, exclude=())) as (
+                every,
+                _,
+            ):
+                models = [m for m in every if m.schema_id == sid]
             upgrade = ledger.upgrade_of(sid, base_url)
             if upgrade is None or upgrade.phase == UpgradePhase.DONE:
-                upgrade = _start(plan, options, ledger, run_id, base_url)
+                upgrade = _start(plan, ledger, models, run_id, base_url)
             started: SchemaUpgrade = upgrade
 
             def record(phase: UpgradePhase, message: str = "") -> None:
@@ -371,6 +424,9 @@ def _prepare(plan: UpgradePlan, options: RunOptions, run_id: str, base_url: str)
                     if current is not None and not diff_schemas(generated, current):
                         record(UpgradePhase.DELETED, "found created again")
                     elif current is not None and old and not diff_schemas(old, current):
+                        # A crash may have come between recording the upgrade and marking
+                        # its rows: what is still sent is marked before anything is deleted.
+                        ledger.mark_for_replay(sid, models, run_id=started.run_id)
                         await client.delete_schema(sid)
                         current = None
                         record(UpgradePhase.DELETED)
@@ -408,38 +464,54 @@ def _prepare(plan: UpgradePlan, options: RunOptions, run_id: str, base_url: str)
 
 
 def _start(
-    plan: UpgradePlan, options: RunOptions, ledger: Ledger, run_id: str, base_url: str
+    plan: UpgradePlan,
+    ledger: Ledger,
+    models: list[InteractionModel],
+    run_id: str,
+    base_url: str,
 ) -> SchemaUpgrade:
-    """Step 1 again under the lock, then mark the history for replay and record it."""
+    """Step 1 again under the lock, then record the upgrade, then mark its history for
+    replay: a crash after the record leaves an upgrade that holds ``run`` and is resumed
+    (marking what is left), never marked rows that ``run`` would send to the old schema."""
     if plan.voyado is None:
         raise SchemaRefused(plan.refusal or f"interaction schema {plan.schema_id} is gone")
-    with opened(dataclasses.replace(options, select=plan.models, exclude=())) as (models, _):
-        wanted = [m for m in models if m.schema_id == plan.schema_id]
-        sent, lost = ledger.schema_history(plan.schema_id, wanted)
-    if lost:
+    history = ledger.schema_history(plan.schema_id, models)
+    if history.lost:
         raise SchemaRefused(
-            _refusal(plan.schema_id, wanted, plan.voyado, plan.changes, lost, sent, ledger)
+            _refusal(
+                plan.schema_id,
+                models,
+                plan.voyado,
+                plan.changes,
+                history.lost,
+                history.sent,
+                ledger,
+            )
         )
-    marked = ledger.mark_for_replay(plan.schema_id, run_id=run_id)
     now = utc_now()
     upgrade = SchemaUpgrade(
         schema_id=plan.schema_id,
         base_url=base_url,
         phase=UpgradePhase.MARKED,
         run_id=run_id,
-        planned=marked,
-        deleted_with_schema=marked,
+        planned=history.to_replay,
+        deleted_with_schema=history.sent,
         old_definition=json.dumps(plan.voyado, sort_keys=True),
         new_definition=json.dumps(plan.generated, sort_keys=True),
         started_at=now,
         updated_at=now,
     )
     ledger.record_upgrade(upgrade)
+    marked = ledger.mark_for_replay(plan.schema_id, models, run_id=run_id)
+    if marked != upgrade.planned:
+        upgrade = dataclasses.replace(upgrade, planned=marked)
+        ledger.record_upgrade(upgrade)
     return upgrade
 
 
 def _finish(options: RunOptions, upgrade: SchemaUpgrade, sync: SyncResult) -> dict[str, int]:
-    """Step 5's end: done when no row of the schema is left to replay."""
+    """Step 5's end: done when no row of the upgrade is left to replay. Returns where its
+    rows stand, by status (Ledger.replay_statuses)."""
     warehouse = open_warehouse(options)
     ledger = Ledger(
         warehouse, schema=options.state_schema, environment=environment_of(upgrade.base_url)
@@ -448,7 +520,8 @@ def _finish(options: RunOptions, upgrade: SchemaUpgrade, sync: SyncResult) -> di
     try:
         ledger.acquire_lock(run_id)
         try:
-            remaining = ledger.awaiting_replay(upgrade.schema_id)
+            statuses = ledger.replay_statuses(upgrade.schema_id, upgrade.run_id)
+            remaining = {s: n for s, n in statuses.items() if s in REPLAY_OPEN}
             current = ledger.upgrade_of(upgrade.schema_id, upgrade.base_url)
             if current is None:
                 raise StateError(f"the upgrade of {upgrade.schema_id} vanished from the ledger")
@@ -456,7 +529,7 @@ def _finish(options: RunOptions, upgrade: SchemaUpgrade, sync: SyncResult) -> di
                 ledger.record_upgrade(current.at(UpgradePhase.DONE))
             elif remaining and current.phase != UpgradePhase.REPLAYING:
                 ledger.record_upgrade(current.at(UpgradePhase.REPLAYING, message=sync.run_id))
-            return remaining
+            return statuses
         finally:
             ledger.release_lock(run_id)
     finally:

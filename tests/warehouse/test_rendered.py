@@ -107,7 +107,16 @@ def every_statement(dialect: str) -> list[str]:
     ledger.sent_count(model.schema_id)
     # First runs and mirror models: the guards' counts, the mirror diff, deletes, baselines.
     ledger.history(model.model, model.schema_id)
+    ledger.record_first_sync(
+        model.model, model.schema_id, state="started", policy="baseline", run_id=run_id
+    )
     mirrored = _model(dialect, mode="mirror")
+    # schemas upgrade: the history check, the rows it replays marked, where they stand.
+    ledger.schema_history(model.schema_id, [model, mirrored])
+    rec.answers["upgrade_rows"] = [(3,)]
+    ledger.mark_for_replay(model.schema_id, [model, mirrored], run_id=run_id)
+    del rec.answers["upgrade_rows"]
+    ledger.replay_statuses(model.schema_id, run_id)
     ledger.deleting(mirrored.model, mirrored.schema_id)
     staged = stage.stage(ledger, mirrored, retry_rejected=False)
     stage.page(ledger, mirrored, staged, after=0, size=100)
