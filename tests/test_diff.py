@@ -40,12 +40,14 @@ def _model(
     unique_key: Sequence[str] = ("review_id",),
     columns: dict[str, str] | None = None,
     properties: dict[str, Any] | None = None,
+    mode: str = "append",
 ) -> InteractionModel:
     raw = {
         "schema_id": "productReview",
         "unique_key": list(unique_key),
         "contact": {"column": "contact_id"},
         "properties": properties or {"rating": "rating"},
+        "mode": mode,
     }
     return resolve(
         model=name,
@@ -459,3 +461,18 @@ def test_the_new_keys_count_leaves_out_keys_the_ledger_has_seen(
     _record(con, model, first[4], diff.SENT, schema_id="otherSchema")  # another schema's
     pend = _stage(con, model)
     assert con.execute(diff.pending_rows_sql(pend, "duckdb")).fetchone() == (9, 9, 7)
+
+
+def test_a_mirror_models_changed_baselined_rows_count_as_new(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """Baselined rows were never sent: when they all change in a mirror model (and so are
+    pending), they are as many first sends as new keys."""
+    model = _model(mode="mirror")
+    _source(con, model, [(i, f"c{i}", i % 5) for i in range(1, 5)])
+    first = {r["review_id"]: r for r in _pending(con, model)}
+    _record(con, model, {**first[1], "group_hash": "before"}, diff.BASELINED)
+    _record(con, model, {**first[2], "group_hash": "before"}, diff.SENT)
+    _record(con, model, first[3], diff.SENT)
+    pend = _stage(con, model)
+    assert con.execute(diff.pending_rows_sql(pend, "duckdb")).fetchone() == (3, 3, 2)

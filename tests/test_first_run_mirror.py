@@ -563,3 +563,40 @@ models:
     assert code == 0, model(doc, "more_events")
     assert (model(doc, "more_events")["baselined"], model(doc, "more_events")["sent"]) == (30, 0)
     assert held(fresh_emulator) == expected(0, 20)
+
+
+def test_a_model_that_came_back_empty_has_not_had_its_first_sync(
+    project: Project, fresh_emulator: EmulatorHandle
+) -> None:
+    """Deployed before its upstream was built: its first run sees no row, so the run that
+    first finds 1,200 rows is still its first sync, and the first-run guard decides."""
+    project.build(stop=0)
+    code, doc = project.cli("-s", "events")
+    assert code == 0 and model(doc)["selected"] == 0
+    project.build(stop=1200)
+    code, doc = project.cli("-s", "events")
+    assert code == 2 and model(doc)["stopped_by_guard"] == "first_run"
+    assert held(fresh_emulator) == Counter()
+
+
+def test_a_renamed_model_is_not_at_a_first_sync_again(
+    project: Project, fresh_emulator: EmulatorHandle
+) -> None:
+    """Renaming a model resends nothing and baselines nothing: its rows are its schema's and
+    keys'. The 5 rows that arrive with the rename are sent, although the YAML says baseline."""
+    project.build(stop=20)
+    code, doc = project.cli("-s", "events")
+    assert code == 0 and model(doc)["sent"] == 20
+
+    models = project.dir / "models"
+    (models / "events.sql").rename(models / "events_renamed.sql")
+    yaml = _yaml(SCHEMA, "          first_run: baseline").replace(
+        "- name: events\n", "- name: events_renamed\n"
+    )
+    (models / "models.yml").write_text(yaml)
+    dbt_build(project.dir, project.db, env_name=DB_ENV, extra=["--vars", '{"stop": 25}'])
+    code, doc = project.cli("-s", "events_renamed")
+    renamed = model(doc, "events_renamed")
+    assert code == 0, renamed
+    assert (renamed["sent"], renamed["baselined"], renamed["already_sent"]) == (5, 0, 20)
+    assert held(fresh_emulator) == expected(0, 25)

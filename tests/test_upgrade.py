@@ -545,16 +545,92 @@ def test_rows_gone_from_a_mirror_model_are_not_history(project: Project, tmp_pat
     p = project
     p.v1, p.v2 = _mirrored(p.v1, tmp_path / "v1"), _mirrored(p.v2, tmp_path / "v2")
     before = sent_history(p)
-    removed = {f"ev-{i:06d}" for i in range(7)}
+    removed = {f"ev-{i:06d}" for i in range(15)}
     with duckdb.connect(str(p.db)) as con:
-        con.execute(f"delete from main.{MODEL} where event_id < 'ev-000007'")
+        con.execute(f"delete from main.{MODEL} where event_id < 'ev-000015'")
     result = p.confirmed()
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert (doc["lost"], doc["replayed"], doc["deleted_with_schema"]) == (0, ROWS - 7, ROWS)
+    assert (doc["lost"], doc["replayed"], doc["deleted_with_schema"]) == (0, ROWS - 15, ROWS)
     kept = {e: d for e, d in before.items() if e not in removed}
     assert p.created_by_event() == kept
     again = p.sync(p.v2)
     assert again["exit_code"] == 0, again
     assert again["models"][0]["sent"] == 0
     assert p.created_by_event() == kept
+
+
+def test_a_broken_model_elsewhere_does_not_block_it_and_a_rerun_after_it_is_done_is_a_no_op(
+    project: Project, tmp_path: Path
+) -> None:
+    """The upgrade resolves only the models that use the schema; and once it is done,
+    running it again (a retried job) finds nothing to upgrade: exit 0, nothing deleted."""
+    p = project
+    before = sent_history(p)
+    copy = tmp_path / "with-broken"
+    shutil.copytree(p.v2, copy, ignore=shutil.ignore_patterns("logs"))
+    path = copy / "target" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    node = json.loads(json.dumps(manifest["nodes"][f"model.upgrading.{MODEL}"]))
+    node.update(
+        name="broken_events",
+        unique_id="model.upgrading.broken_events",
+        fqn=["upgrading", "broken_events"],
+        path="broken_events.sql",
+        original_file_path="models/broken_events.sql",
+        alias="broken_events",
+    )
+    for meta in (node["config"]["meta"], node.get("meta") or {}):
+        if "voyado" in meta:
+            meta["voyado"] = {"schema_id": "otherEvent", "contact": {"column": "contact_id"}}
+    manifest["nodes"][node["unique_id"]] = node
+    path.write_text(json.dumps(manifest))
+    p.v2 = copy
+
+    result = p.confirmed()
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["replayed"] == ROWS
+    deleted = p.emulator.stats()["deleted"]
+
+    again = p.confirmed()
+    assert again.exit_code == 0, again.output
+    doc = json.loads(again.stdout)
+    assert (doc["deleted_with_schema"], doc["replayed"], doc["lost"]) == (0, 0, 0)
+    assert "nothing to upgrade" in doc["message"]
+    dry = p.upgrade("--dry-run", "--json")
+    assert dry.exit_code == 0 and json.loads(dry.stdout)["plan"]["up_to_date"] is True
+    assert p.emulator.stats()["deleted"] == deleted
+    assert segmentable(p.schema())
+    assert p.created_by_event() == before
+
+
+def test_rows_that_leave_the_model_mid_replay_end_the_upgrade_as_lost(project: Project) -> None:
+    """Killed mid-replay; then 5 rows not replayed yet leave the model. Nothing can replay
+    them, so the rerun finishes the upgrade and reports them lost instead of waiting forever."""
+    p = project
+    before = sent_history(p)
+    p.emulator.configure(latency_ms=30)
+    proc = p.subprocess_upgrade("--confirm-delete", SCHEMA, "--automations-paused")
+    kill_when(
+        proc,
+        lambda: p.schema() is not None and len(p.stored()) >= 10 and segmentable(p.schema()),
+        "the replay's first rows",
+    )
+    p.emulator.configure(latency_ms=0)
+    waiting = p.ledger(
+        "select row_key_display from (select *, row_number() over (partition by schema_id, "
+        "row_key order by entry_seq desc) as rn from voyado_sync.deliveries) where rn = 1 and "
+        "status = 'replay' order by row_key limit 5"
+    )
+    gone = [str(shown).removeprefix("event_id=") for (shown,) in waiting]
+    assert len(gone) == 5
+    with duckdb.connect(str(p.db)) as con:
+        marks = ", ".join("?" for _ in gone)
+        con.execute(f"delete from main.{MODEL} where event_id in ({marks})", gone)
+    resumed = p.upgrade("--json")
+    assert resumed.exit_code == 1, resumed.output
+    doc = json.loads(resumed.stdout)
+    assert doc["lost"] == 5 and doc["remaining"] == {}
+    assert p.phase() == "done"
+    left = {e: d for e, d in before.items() if e not in gone}
+    assert p.created_by_event() == left

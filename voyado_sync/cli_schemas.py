@@ -597,9 +597,10 @@ def upgrade_command(
             refusal = plan.refusal
             error = {"message": refusal, "kind": "SchemaRefused"} if refusal else None
             # What a real upgrade would report, under the same names (as run --dry-run does).
+            idle = bool(refusal) or plan.up_to_date
             would = {
-                "deleted_with_schema": 0 if refusal else plan.deleted_with_schema,
-                "replayed": 0 if refusal else plan.to_replay,
+                "deleted_with_schema": 0 if idle else plan.deleted_with_schema,
+                "replayed": 0 if idle else plan.to_replay,
                 "lost": plan.lost,
                 "definition": plan.generated,
             }
@@ -617,7 +618,7 @@ def upgrade_command(
     confirm, paused = confirm_delete, automations_paused
     # Without --json a person may be there: ask what the options do not say (a closed stdin,
     # as under a scheduler, answers no and nothing changes).
-    if plan.unfinished is None and not plan.refusal and not as_json:
+    if plan.unfinished is None and not plan.refusal and not plan.up_to_date and not as_json:
         if confirm is None and _prompt_upgrade_id(schema_id):
             confirm = schema_id
         if confirm == schema_id and not paused:
@@ -696,6 +697,9 @@ def _prompt_upgrade_id(schema_id: str) -> bool:
 def _print_upgrade_plan(plan: UpgradePlan) -> None:
     sid = plan.schema_id
     click.echo(f"Upgrade of interaction schema {sid} (models: {', '.join(plan.models)})")
+    if plan.up_to_date:
+        click.echo(f"  {plan.up_to_date_message()}")
+        return
     if plan.unfinished is not None:
         click.echo(
             f"  RESUMING the upgrade started {plan.unfinished.started_at} (step reached: "

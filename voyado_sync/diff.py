@@ -56,6 +56,7 @@ SENT = Status.SENT
 REJECTED = Status.REJECTED
 FAILED = Status.FAILED
 CONTACT_NOT_FOUND = Status.CONTACT_NOT_FOUND
+BASELINED = Status.BASELINED
 #: The column of ``mirror_deletes_select`` that says why: VANISHED or REPLACED.
 DELETE_KIND = "__vs_delete_kind"
 VANISHED = "vanished"
@@ -599,9 +600,12 @@ def count_sql(
 
 def pending_rows_sql(pending: exp.Table | exp.Subquery, dialect: str) -> str:
     """Number of pending keys, the model rows behind them (duplicates count each row), and
-    the keys the ledger has no entry of (new to it: the mass-send guard's count)."""
+    the keys never sent (no ledger entry, or baselined: the mass-send guard's count)."""
+    # Baselined rows were never sent either: a mirror model's baselined rows that all changed
+    # are as many first sends.
+    fresh = exp.or_(col(PREV_STATUS).is_(exp.null()), col(PREV_STATUS).eq(lit(Status.BASELINED)))
     new = exp.Case(
-        ifs=[exp.If(this=col(PREV_STATUS).is_(exp.null()), true=exp.Literal.number(1))],
+        ifs=[exp.If(this=fresh, true=exp.Literal.number(1))],
         default=exp.Literal.number(0),
     )
     return (

@@ -1581,13 +1581,28 @@ class Ledger:
         )
         self.warehouse.execute(self._sql(record))
         mine = col("row_key").isin(query=self._upgrade_keys(run_id))
-        sent = exp.select(exp.Count(this=exp.Star())).from_(self._schema_rows(schema_id))
-        rows = self.warehouse.query(
-            self._sql(sent.where(exp.and_(col("status").eq(lit(Status.SENT)), mine.copy())))
+        self._mark(
+            schema_id,
+            run_id,
+            mine,
+            now,
+            status=Status.REPLAY,
+            reason=f"replay: interaction schema {schema_id} is being upgraded (deleted with its "
+            "interactions and created again); interaction_id is the one it had before",
         )
-        n = int(rows[0][0] or 0) if rows else 0
-        if n:
-            self._mark(schema_id, run_id, mine, n, now)
+        # Rows gone from a mirror model are not history: deleted with the schema, recorded so
+        # (the replay's mirror run must not delete them again, nor count them as live).
+        _, mirrored = self._kept(models)
+        kept_again, _ = self._kept(models)
+        self._mark(
+            schema_id,
+            run_id,
+            exp.and_(exp.paren(kept_again).not_(), exp.paren(mirrored)),
+            now,
+            status=Status.DELETED,
+            reason=f"deleted with interaction schema {schema_id} by schemas upgrade: the row "
+            "had left its mirror model, so it was not replayed",
+        )
         total = self.warehouse.query(
             self._sql(
                 exp.select(exp.Count(this=exp.Star()))
@@ -1597,17 +1612,71 @@ class Ledger:
         )
         return int(total[0][0] or 0) if total else 0
 
-    def _mark(self, schema_id: str, run_id: str, mine: exp.Expr, n: int, now: str) -> None:
+    def strand_left_rows(
+        self, schema_id: str, models: Sequence[InteractionModel], *, upgrade_id: str
+    ) -> int:
+        """An upgrade's rows still to replay whose key has left every model since they were
+        marked: nothing can replay them, so they are recorded ``deleted`` (Voyado lost them
+        with the schema; sent again if the key comes back). Returns how many."""
+        kept, _ = self._kept(models)
+        n = self._mark(
+            schema_id,
+            upgrade_id,
+            exp.and_(
+                col("row_key").isin(query=self._upgrade_keys(upgrade_id)),
+                exp.paren(kept).not_(),
+            ),
+            utc_now(),
+            status=Status.DELETED,
+            reason=f"left the model during the upgrade of interaction schema {schema_id}, "
+            "before its replay: deleted with the schema, not replayed",
+            among=(Status.REPLAY, Status.FAILED, Status.NOT_SENT),
+        )
+        mirrors = [m.model for m in models if m.mirror]
+        if n and mirrors and self.quirks.deletes:
+            # A mirror model's row that left is not history: not counted as lost.
+            kept_again, _ = self._kept(models)
+            self.warehouse.execute(
+                self._sql(
+                    exp.delete(
+                        self.table("upgrade_rows"),
+                        where=exp.and_(
+                            col("upgrade_id").eq(lit(upgrade_id)),
+                            col("model").isin(*(lit(m) for m in mirrors)),
+                            exp.paren(kept_again).not_(),
+                        ),
+                    )
+                )
+            )
+        return n
+
+    def _mark(
+        self,
+        schema_id: str,
+        run_id: str,
+        where: exp.Expr,
+        now: str,
+        *,
+        status: Status,
+        reason: str,
+        among: Sequence[Status] = (Status.SENT,),
+    ) -> int:
+        """Rows of ``schema_id`` whose latest entry is in ``among`` and that meet ``where``
+        get a new entry in ``status`` (interaction id, contact id and createdDate kept): one
+        INSERT ... SELECT, then the superseded entries removed. Returns how many."""
+        current = exp.and_(col("status").isin(*(lit(s) for s in among)), where)
+        count = exp.select(exp.Count(this=exp.Star())).from_(self._schema_rows(schema_id))
+        rows = self.warehouse.query(self._sql(count.where(current.copy())))
+        n = int(rows[0][0] or 0) if rows else 0
+        if not n:
+            return 0
         first = self._next_seq(n)
         replaced = {
-            "status": lit(Status.REPLAY),
+            "status": lit(status),
             "request_body": exp.null(),
             "http_status": exp.null(),
             "error_code": exp.null(),
-            "reason": lit(
-                f"replay: interaction schema {schema_id} is being upgraded (deleted with its "
-                "interactions and created again); interaction_id is the one it had before"
-            ),
+            "reason": lit(reason),
             "run_id": lit(run_id),
             "updated_at": lit(now),
         }
@@ -1629,7 +1698,7 @@ class Ledger:
                 ),
             )
             .from_(self._schema_rows(schema_id))
-            .where(exp.and_(col("status").eq(lit(Status.SENT)), mine))
+            .where(current)
         )
         insert = exp.insert(
             select,
@@ -1646,7 +1715,7 @@ class Ledger:
                 .where(
                     exp.and_(
                         col("schema_id", "r").eq(lit(schema_id)),
-                        col("status", "r").eq(lit(Status.REPLAY)),
+                        col("status", "r").eq(lit(status)),
                         exp.GTE(this=col(ENTRY_SEQ, "r"), expression=exp.Literal.number(first)),
                     )
                 )
@@ -1659,34 +1728,42 @@ class Ledger:
                 )
             )
         self.warehouse.execute_many(statements)
+        return n
 
-    def replay_statuses(self, schema_id: str, upgrade_id: str) -> dict[str, int]:
-        """Where the rows of upgrade ``upgrade_id`` stand, by latest status: ``sent`` is
-        replayed; ``replay``, ``in_flight``, ``failed`` and ``not_sent`` are still to replay
-        (:data:`REPLAY_OPEN`); anything else (rejected, contact_not_found) is history Voyado
-        no longer holds. An upgrade recorded without its rows (before ledger version 5)
-        counts every row of the schema in those statuses."""
-        tracked = self.warehouse.query(
-            self._sql(
-                exp.select(exp.Count(this=exp.Star()))
-                .from_(self.table("upgrade_rows"))
-                .where(col("upgrade_id").eq(lit(upgrade_id)))
+    def replay_statuses(self, upgrade: SchemaUpgrade) -> dict[str, int]:
+        """Where the rows of ``upgrade`` stand, by latest status: ``sent`` is replayed;
+        ``replay``, ``in_flight``, ``failed`` and ``not_sent`` are still to replay
+        (:data:`REPLAY_OPEN`); anything else (rejected, contact_not_found, deleted) is history
+        Voyado no longer holds. An upgrade recorded without its rows (before ledger version
+        5: it planned rows but ``upgrade_rows`` holds none) counts every row of the schema in
+        the open statuses."""
+        schema_id, upgrade_id = upgrade.schema_id, upgrade.run_id
+        tracked = 0
+        if "upgrade_rows" in (self.tables() or set()):
+            counted = self.warehouse.query(
+                self._sql(
+                    exp.select(exp.Count(this=exp.Star()))
+                    .from_(self.table("upgrade_rows"))
+                    .where(col("upgrade_id").eq(lit(upgrade_id)))
+                )
             )
-        )
+            tracked = int(counted[0][0] or 0) if counted else 0
+            if not tracked and not upgrade.planned:
+                return {}
         query = exp.select(col("status"), exp.Count(this=exp.Star())).from_(
             self._schema_rows(schema_id)
         )
-        if tracked and int(tracked[0][0] or 0):
+        if tracked:
             query = query.where(col("row_key").isin(query=self._upgrade_keys(upgrade_id)))
         else:
             query = query.where(col("status").isin(*(lit(s) for s in REPLAY_OPEN)))
         query = query.group_by(col("status"))
         return {str(s): int(n) for s, n in self.warehouse.query(self._sql(query))}
 
-    def awaiting_replay(self, schema_id: str, upgrade_id: str) -> dict[str, int]:
-        """Rows of upgrade ``upgrade_id`` not replayed yet, by status (:data:`REPLAY_OPEN`).
-        Statuses without rows are left out."""
-        statuses = self.replay_statuses(schema_id, upgrade_id)
+    def awaiting_replay(self, upgrade: SchemaUpgrade) -> dict[str, int]:
+        """Rows of ``upgrade`` not replayed yet, by status (:data:`REPLAY_OPEN`). Statuses
+        without rows are left out."""
+        statuses = self.replay_statuses(upgrade)
         return {s: n for s, n in statuses.items() if s in REPLAY_OPEN}
 
     def recorded_created_dates(

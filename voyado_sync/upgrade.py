@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voyado_sync.exceptions import SchemaRefused, StateError
-from voyado_sync.project import open_warehouse, opened
+from voyado_sync.project import load_project, open_warehouse, opened
 from voyado_sync.schema_ops import _with_client
 from voyado_sync.schemas import Change, diff_schemas
 from voyado_sync.settings import RunOptions, connection_from_env
@@ -84,6 +84,15 @@ class UpgradePlan:
     rate: float
     #: Why it cannot go ahead; empty when it can (given the confirmations).
     refusal: str = ""
+    #: Voyado already holds the project's definition and no upgrade is unfinished: there is
+    #: nothing to do (an upgrade run again after it finished ends here, exit 0).
+    up_to_date: bool = False
+
+    def up_to_date_message(self) -> str:
+        return (
+            f"interaction schema {self.schema_id} in Voyado already matches model(s) "
+            f"{', '.join(self.models)}: nothing to upgrade, nothing was changed."
+        )
 
     @property
     def to_replay(self) -> int:
@@ -129,6 +138,7 @@ class UpgradePlan:
             "rate": self.rate,
             "lost": self.lost,
             "refusal": self.refusal or None,
+            "up_to_date": self.up_to_date,
             "voyado": self.voyado,
             "definition": self.generated,
         }
@@ -149,6 +159,8 @@ class UpgradeResult:
     #: History rows the replay could not put back (Voyado refused them for good: rejected,
     #: or their contact is gone), by status: in Voyado no more.
     lost_rows: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Said instead of the usual message (nothing to upgrade).
+    note: str = ""
 
     @property
     def lost(self) -> int:
@@ -166,6 +178,8 @@ class UpgradeResult:
 
     def message(self) -> str:
         sid = self.schema_id
+        if self.note:
+            return self.note
         if self.done and self.lost:
             why = ", ".join(f"{n} {status}" for status, n in sorted(self.lost_rows.items()))
             return (
@@ -212,15 +226,19 @@ def plan_upgrade(options: RunOptions, schema_id: str) -> UpgradePlan:
     SELECTs on the ledger (no DDL) and GET requests only.
     """
     connection = connection_from_env(options.base_url)
-    with opened(dataclasses.replace(options, select=(), exclude=())) as (every, warehouse):
+    # Only the models that use the schema are resolved: a broken model elsewhere in the
+    # project does not stand in the way (one that uses the schema does).
+    project = load_project(dataclasses.replace(options, select=(), exclude=()))
+    names = tuple(sorted(n for n, spec in project.specs.items() if spec.schema_id == schema_id))
+    if not names:
+        used = sorted({spec.schema_id for spec in project.specs.values()})
+        raise SchemaRefused(
+            f"no dbt model of the project uses interaction schema {schema_id} (schema ids "
+            f"used: {', '.join(used) or 'none'}); an upgrade recreates a schema from the "
+            "models that use it. Nothing was changed."
+        )
+    with opened(dataclasses.replace(options, select=names, exclude=())) as (every, warehouse):
         models = [m for m in every if m.schema_id == schema_id]
-        if not models:
-            used = sorted({m.schema_id for m in every})
-            raise SchemaRefused(
-                f"no dbt model of the project uses interaction schema {schema_id} (schema ids "
-                f"used: {', '.join(used) or 'none'}); an upgrade recreates a schema from the "
-                "models that use it. Nothing was changed."
-            )
         generated = models[0].schema_body()
         differing = _differing(models)
 
@@ -242,13 +260,17 @@ def plan_upgrade(options: RunOptions, schema_id: str) -> UpgradePlan:
             if unfinished is not None and unfinished.phase == UpgradePhase.DONE:
                 unfinished = None
             if unfinished is not None:
-                awaiting = ledger.awaiting_replay(schema_id, unfinished.run_id)
+                awaiting = ledger.awaiting_replay(unfinished)
             history = ledger.schema_history(schema_id, models)
         sent, lost = history.sent, history.lost
         refusal = ""
         changes = tuple(diff_schemas(generated, voyado)) if voyado is not None else ()
+        up_to_date = unfinished is None and voyado is not None and not changes and not differing
         if unfinished is None:
-            refusal = differing or _refusal(schema_id, models, voyado, changes, lost, sent, ledger)
+            if not up_to_date:
+                refusal = differing or _refusal(
+                    schema_id, models, voyado, changes, lost, sent, ledger
+                )
         else:
             deletes = unfinished.phase == UpgradePhase.MARKED and voyado is not None
             if deletes:
@@ -267,6 +289,7 @@ def plan_upgrade(options: RunOptions, schema_id: str) -> UpgradePlan:
         awaiting=awaiting,
         rate=options.rate,
         refusal=refusal,
+        up_to_date=up_to_date,
     )
     return plan
 
@@ -302,11 +325,6 @@ def _refusal(
             f"interaction schema {schema_id} does not exist in Voyado, so there is nothing to "
             f"upgrade: `voyado-sync schemas push` (or the next `voyado-sync run`) creates it "
             f"from model(s) {names}. Nothing was changed."
-        )
-    if not changes:
-        return (
-            f"interaction schema {schema_id} in Voyado already matches model(s) {names}: "
-            "nothing to upgrade. Nothing was changed."
         )
     if not ledger.quirks.deletes:
         return (
@@ -346,6 +364,16 @@ def apply_upgrade(
     sid = plan.schema_id
     if plan.refusal:
         raise SchemaRefused(plan.refusal)
+    if plan.up_to_date:
+        return UpgradeResult(
+            schema_id=sid,
+            deleted_with_schema=0,
+            replayed=0,
+            remaining={},
+            definition=plan.generated,
+            sync=None,
+            note=plan.up_to_date_message(),
+        )
     if plan.unfinished is None:
         missing = []
         if confirm != sid:
@@ -376,7 +404,7 @@ def apply_upgrade(
     replay_options = dataclasses.replace(options, select=models, exclude=(), dry_run=False)
     sync = runner.run(replay_options, progress=progress, upgrading=sid)
 
-    statuses = _finish(options, upgrade, sync)
+    statuses = _finish(options, upgrade, sync, models)
     remaining = {s: n for s, n in statuses.items() if s in REPLAY_OPEN}
     lost = {s: n for s, n in statuses.items() if s not in REPLAY_OPEN and s != Status.SENT}
     return UpgradeResult(
@@ -419,14 +447,24 @@ def _prepare(plan: UpgradePlan, options: RunOptions, run_id: str, base_url: str)
             old = json.loads(started.old_definition) if started.old_definition else {}
 
             async def work(client: VoyadoClient) -> None:
+                nonlocal started
                 current = await client.get_schema(sid)
                 if started.phase == UpgradePhase.MARKED:
                     if current is not None and not diff_schemas(generated, current):
                         record(UpgradePhase.DELETED, "found created again")
                     elif current is not None and old and not diff_schemas(old, current):
                         # A crash may have come between recording the upgrade and marking
-                        # its rows: what is still sent is marked before anything is deleted.
-                        ledger.mark_for_replay(sid, models, run_id=started.run_id)
+                        # its rows: what is still sent is checked and marked before anything
+                        # is deleted.
+                        left = ledger.schema_history(sid, models)
+                        if left.lost:
+                            raise SchemaRefused(
+                                _refusal(sid, models, current, (), left.lost, left.sent, ledger)
+                            )
+                        marked = ledger.mark_for_replay(sid, models, run_id=started.run_id)
+                        if marked != started.planned:
+                            started = dataclasses.replace(started, planned=marked)
+                            ledger.record_upgrade(started)
                         await client.delete_schema(sid)
                         current = None
                         record(UpgradePhase.DELETED)
@@ -509,7 +547,9 @@ def _start(
     return upgrade
 
 
-def _finish(options: RunOptions, upgrade: SchemaUpgrade, sync: SyncResult) -> dict[str, int]:
+def _finish(
+    options: RunOptions, upgrade: SchemaUpgrade, sync: SyncResult, names: tuple[str, ...]
+) -> dict[str, int]:
     """Step 5's end: done when no row of the upgrade is left to replay. Returns where its
     rows stand, by status (Ledger.replay_statuses)."""
     warehouse = open_warehouse(options)
@@ -520,7 +560,11 @@ def _finish(options: RunOptions, upgrade: SchemaUpgrade, sync: SyncResult) -> di
     try:
         ledger.acquire_lock(run_id)
         try:
-            statuses = ledger.replay_statuses(upgrade.schema_id, upgrade.run_id)
+            with opened(dataclasses.replace(options, select=names, exclude=())) as (every, _):
+                models = [m for m in every if m.schema_id == upgrade.schema_id]
+            # Rows that left every model since they were marked can never be replayed.
+            ledger.strand_left_rows(upgrade.schema_id, models, upgrade_id=upgrade.run_id)
+            statuses = ledger.replay_statuses(upgrade)
             remaining = {s: n for s, n in statuses.items() if s in REPLAY_OPEN}
             current = ledger.upgrade_of(upgrade.schema_id, upgrade.base_url)
             if current is None:

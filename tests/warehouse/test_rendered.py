@@ -16,7 +16,7 @@ import pytest
 
 from tests.warehouse.sqlcheck import Recorder, SnowflakeNames, problems
 from voyado_sync.spec import InteractionModel, Relation, parse_spec, resolve
-from voyado_sync.state import Delivery, Ledger, RowRef, utc_now
+from voyado_sync.state import Delivery, Ledger, RowRef, SchemaUpgrade, utc_now
 from voyado_sync.sync import mirror, stage
 from voyado_sync.warehouse.dialects import dialect_of, relation_table
 
@@ -113,10 +113,26 @@ def every_statement(dialect: str) -> list[str]:
     mirrored = _model(dialect, mode="mirror")
     # schemas upgrade: the history check, the rows it replays marked, where they stand.
     ledger.schema_history(model.schema_id, [model, mirrored])
-    rec.answers["upgrade_rows"] = [(3,)]
+    rec.answers["deliveries"] = [(3,)]  # every count: each marking statement is rendered
     ledger.mark_for_replay(model.schema_id, [model, mirrored], run_id=run_id)
-    del rec.answers["upgrade_rows"]
-    ledger.replay_statuses(model.schema_id, run_id)
+    ledger.strand_left_rows(model.schema_id, [model, mirrored], upgrade_id=run_id)
+    del rec.answers["deliveries"]
+    upgrade = SchemaUpgrade(
+        schema_id=model.schema_id,
+        base_url="https://acme.voyado.com",
+        phase="replaying",
+        run_id=run_id,
+        planned=3,
+        deleted_with_schema=3,
+        old_definition="{}",
+        new_definition="{}",
+        started_at=now,
+        updated_at=now,
+    )
+    rec.answers["table_name"] = [("upgrade_rows",), ("deliveries",)]
+    rec.answers["SHOW TABLES"] = [("voyado_sync", "upgrade_rows", False)]
+    ledger.replay_statuses(upgrade)
+    del rec.answers["table_name"], rec.answers["SHOW TABLES"]
     ledger.deleting(mirrored.model, mirrored.schema_id)
     staged = stage.stage(ledger, mirrored, retry_rejected=False)
     stage.page(ledger, mirrored, staged, after=0, size=100)

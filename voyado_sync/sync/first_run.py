@@ -58,7 +58,9 @@ async def baseline(
             break
         after = page[-1][0]
         for _, row in page:
-            if not baselines(model, policy, row.values):
+            # Only rows the ledger never held: a row an interrupted first sync tried (failed,
+            # waiting for its contact) belongs to what that sync sends.
+            if row.prev_status is not None or not baselines(model, policy, row.values):
                 continue
             keys.add(row.ref.row_key)
             rows += row.dup_count

@@ -132,7 +132,7 @@ async def _sync_staged(
     if model.mirror:
         deletes = await plan.db(mirror.planned, plan.ledger, model, exists=exists)
         live = await plan.db(mirror.live, plan.ledger, model, exists=exists)
-    first = history.first_sync
+    first = _first_sync(plan, history, staged)
     policy = _policy(plan, model, history) if first else None
     refused = _unusable(model, policy)
     stopped = refused or _guard(plan, model, history, staged, policy, deletes, live)
@@ -153,7 +153,8 @@ async def _sync_staged(
             run_id=plan.run_id,
         )
     await _deliver_staged(plan, model, res, staged, policy, deletes)
-    if first and not plan.dry_run and not plan.stop.is_set:
+    # A model that came back empty has not had its first sync: its rows are still to come.
+    if first and not plan.dry_run and not plan.stop.is_set and staged.selected:
         await plan.db(
             plan.ledger.record_first_sync,
             model.model,
@@ -162,6 +163,18 @@ async def _sync_staged(
             policy=str(policy or ""),
             run_id=plan.run_id,
         )
+
+
+def _first_sync(plan: Plan, history: History, staged: stage.Staged) -> bool:
+    """Whether this run is (part of) the model's first sync for its schema_id. Not during a
+    schema upgrade's replay (its rows were sent before), nor for a model none of whose
+    first syncs was ever started but whose rows the ledger already holds: a renamed model
+    (its rows are its schema's and keys', whatever the model is called)."""
+    if plan.keep_created_dates or not history.first_sync:
+        return False
+    return not (
+        history.completed is not None and history.started_with is None and staged.already_sent
+    )
 
 
 def _policy(plan: Plan, model: InteractionModel, history: History) -> FirstRun | None:
