@@ -634,3 +634,31 @@ def test_rows_that_leave_the_model_mid_replay_end_the_upgrade_as_lost(project: P
     assert p.phase() == "done"
     left = {e: d for e, d in before.items() if e not in gone}
     assert p.created_by_event() == left
+
+
+def test_a_model_emptied_mid_replay_does_not_end_its_history(project: Project) -> None:
+    """Killed mid-replay, then the model's table comes back empty (a half-finished rebuild):
+    the rerun gives nothing up, stays unfinished, and once the table is whole again it
+    replays every row once."""
+    p = project
+    before = sent_history(p)
+    p.emulator.configure(latency_ms=30)
+    proc = p.subprocess_upgrade("--confirm-delete", SCHEMA, "--automations-paused")
+    kill_when(
+        proc,
+        lambda: p.schema() is not None and len(p.stored()) >= 10 and segmentable(p.schema()),
+        "the replay's first rows",
+    )
+    p.emulator.configure(latency_ms=0)
+    with duckdb.connect(str(p.db)) as con:
+        con.execute(f"create table main.kept_rows as select * from main.{MODEL}")
+        con.execute(f"delete from main.{MODEL}")
+    held = p.upgrade("--json")
+    assert held.exit_code == 1, held.output
+    assert json.loads(held.stdout)["remaining"].get("replay", 0) > 0
+    assert p.phase() == "replaying"
+    with duckdb.connect(str(p.db)) as con:
+        con.execute(f"insert into main.{MODEL} select * from main.kept_rows")
+    resumed = p.upgrade("--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert_upgraded(p, before)

@@ -1272,14 +1272,15 @@ class Ledger:
             order=("model", "row_key_display"),
         )
 
-    def sent_count(self, schema_id: str) -> int:
-        """How many rows voyado-sync holds as stored in Voyado under ``schema_id``."""
+    def sent_count(self, schema_id: str, status: Status = Status.SENT) -> int:
+        """How many rows voyado-sync holds as stored in Voyado under ``schema_id`` (or, with
+        ``status``, in that status)."""
         if not self.exists():
             return 0
         query = (
             exp.select(exp.Count(this=exp.Star()))
             .from_(self._latest_deliveries(col("schema_id").eq(lit(schema_id))))
-            .where(col("status").eq(lit(Status.SENT)))
+            .where(col("status").eq(lit(status)))
         )
         rows = self.warehouse.query(self._sql(query))
         return int(rows[0][0]) if rows else 0
@@ -1612,30 +1613,60 @@ class Ledger:
         )
         return int(total[0][0] or 0) if total else 0
 
+    def _left(self, models: Sequence[InteractionModel], upgrade_id: str) -> exp.Expr:
+        kept, _ = self._kept(models)
+        return exp.and_(
+            col("row_key").isin(query=self._upgrade_keys(upgrade_id)), exp.paren(kept).not_()
+        )
+
+    _STRANDABLE = (Status.REPLAY, Status.FAILED, Status.NOT_SENT)
+
+    def left_rows(
+        self,
+        schema_id: str,
+        models: Sequence[InteractionModel],
+        *,
+        upgrade_id: str,
+        history_only: bool = False,
+    ) -> int:
+        """An upgrade's rows still to replay (not in flight) whose key has left every model
+        since they were marked; ``history_only``: not counting mirror models' rows."""
+        where = exp.and_(
+            col("status").isin(*(lit(s) for s in self._STRANDABLE)), self._left(models, upgrade_id)
+        )
+        if history_only:
+            _, mirrored = self._kept(models)
+            where = exp.and_(where, exp.paren(mirrored).not_())
+        query = exp.select(exp.Count(this=exp.Star())).from_(self._schema_rows(schema_id))
+        rows = self.warehouse.query(self._sql(query.where(where)))
+        return int(rows[0][0] or 0) if rows else 0
+
     def strand_left_rows(
         self, schema_id: str, models: Sequence[InteractionModel], *, upgrade_id: str
     ) -> int:
-        """An upgrade's rows still to replay whose key has left every model since they were
-        marked: nothing can replay them, so they are recorded ``deleted`` (Voyado lost them
-        with the schema; sent again if the key comes back). Returns how many."""
-        kept, _ = self._kept(models)
+        """Record the :meth:`left_rows` ``deleted``: nothing can replay them (Voyado lost them
+        with the schema; sent again if the key comes back). A mirror model's rows among them
+        are not history and are no longer the upgrade's. Returns how many were recorded."""
         n = self._mark(
             schema_id,
             upgrade_id,
-            exp.and_(
-                col("row_key").isin(query=self._upgrade_keys(upgrade_id)),
-                exp.paren(kept).not_(),
-            ),
+            self._left(models, upgrade_id),
             utc_now(),
             status=Status.DELETED,
             reason=f"left the model during the upgrade of interaction schema {schema_id}, "
             "before its replay: deleted with the schema, not replayed",
-            among=(Status.REPLAY, Status.FAILED, Status.NOT_SENT),
+            among=self._STRANDABLE,
         )
         mirrors = [m.model for m in models if m.mirror]
-        if n and mirrors and self.quirks.deletes:
-            # A mirror model's row that left is not history: not counted as lost.
-            kept_again, _ = self._kept(models)
+        if mirrors and self.quirks.deletes:
+            # Every time, not only when rows were just recorded: a crash may have come
+            # between the two statements.
+            kept, _ = self._kept(models)
+            deleted = (
+                exp.select(col("row_key"))
+                .from_(self._schema_rows(schema_id))
+                .where(col("status").eq(lit(Status.DELETED)))
+            )
             self.warehouse.execute(
                 self._sql(
                     exp.delete(
@@ -1643,7 +1674,8 @@ class Ledger:
                         where=exp.and_(
                             col("upgrade_id").eq(lit(upgrade_id)),
                             col("model").isin(*(lit(m) for m in mirrors)),
-                            exp.paren(kept_again).not_(),
+                            exp.paren(kept).not_(),
+                            col("row_key").isin(query=deleted),
                         ),
                     )
                 )

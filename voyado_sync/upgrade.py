@@ -265,9 +265,25 @@ def plan_upgrade(options: RunOptions, schema_id: str) -> UpgradePlan:
         sent, lost = history.sent, history.lost
         refusal = ""
         changes = tuple(diff_schemas(generated, voyado)) if voyado is not None else ()
-        up_to_date = unfinished is None and voyado is not None and not changes and not differing
+        # Rows still marked replay mean an upgrade is under way whatever its record says.
+        replaying = ledger.sent_count(schema_id, Status.REPLAY) if ledger.exists() else 0
+        up_to_date = (
+            unfinished is None
+            and voyado is not None
+            and not changes
+            and not differing
+            and not replaying
+        )
         if unfinished is None:
-            if not up_to_date:
+            if replaying and not changes:
+                refusal = (
+                    f"{replaying} row(s) of interaction schema {schema_id} are marked for "
+                    "replay, but the ledger holds no unfinished upgrade of it for "
+                    f"{connection.base_url}: an upgrade started with another spelling of "
+                    "VOYADO_BASE_URL? Run `voyado-sync schemas upgrade` with the base URL it "
+                    "started with. Nothing was changed."
+                )
+            elif not up_to_date:
                 refusal = differing or _refusal(
                     schema_id, models, voyado, changes, lost, sent, ledger
                 )
@@ -457,9 +473,24 @@ def _prepare(plan: UpgradePlan, options: RunOptions, run_id: str, base_url: str)
                         # its rows: what is still sent is checked and marked before anything
                         # is deleted.
                         left = ledger.schema_history(sid, models)
-                        if left.lost:
+                        gone = ledger.left_rows(
+                            sid, models, upgrade_id=started.run_id, history_only=True
+                        )
+                        if left.lost or gone:
                             raise SchemaRefused(
-                                _refusal(sid, models, current, (), left.lost, left.sent, ledger)
+                                _refusal(
+                                    sid,
+                                    models,
+                                    current,
+                                    (),
+                                    left.lost + gone,
+                                    left.sent + started.planned,
+                                    ledger,
+                                ).replace(" Nothing was changed.", "")
+                                + " The upgrade stays unfinished (it was confirmed and its "
+                                "rows are marked), so `voyado-sync run` holds the schema: "
+                                f"restore the rows, then run `voyado-sync schemas upgrade {sid}`"
+                                " again."
                             )
                         marked = ledger.mark_for_replay(sid, models, run_id=started.run_id)
                         if marked != started.planned:
@@ -562,8 +593,11 @@ def _finish(
         try:
             with opened(dataclasses.replace(options, select=names, exclude=())) as (every, _):
                 models = [m for m in every if m.schema_id == upgrade.schema_id]
-            # Rows that left every model since they were marked can never be replayed.
-            ledger.strand_left_rows(upgrade.schema_id, models, upgrade_id=upgrade.run_id)
+            # Rows that left every model since they were marked can never be replayed; but a
+            # model half-built or empty by mistake must not end its history that way.
+            left = ledger.left_rows(upgrade.schema_id, models, upgrade_id=upgrade.run_id)
+            if left and _strandable(left, upgrade, sync):
+                ledger.strand_left_rows(upgrade.schema_id, models, upgrade_id=upgrade.run_id)
             statuses = ledger.replay_statuses(upgrade)
             remaining = {s: n for s, n in statuses.items() if s in REPLAY_OPEN}
             current = ledger.upgrade_of(upgrade.schema_id, upgrade.base_url)
@@ -578,6 +612,19 @@ def _finish(
             ledger.release_lock(run_id)
     finally:
         warehouse.close()
+
+
+#: Rows of an upgrade that may be given up as lost in one go when they left the model.
+STRAND_FLOOR = 10
+
+
+def _strandable(left: int, upgrade: SchemaUpgrade, sync: SyncResult) -> bool:
+    """Whether rows that left the model may be given up: only after a replay that ran
+    through (not interrupted, no model stopped or empty), and no more than 10 or half of
+    the upgrade's rows (the mass-delete guard's rule)."""
+    if sync.interrupted or sync.fatal or any(m.error or not m.selected for m in sync.models):
+        return False
+    return left <= STRAND_FLOOR or left * 2 <= upgrade.planned
 
 
 def _changed(schema_id: str, current: dict[str, Any], generated: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.warehouse.sqlcheck import Recorder, SnowflakeNames, problems
 from voyado_sync.spec import InteractionModel, Relation, parse_spec, resolve
-from voyado_sync.state import Delivery, Ledger, RowRef, SchemaUpgrade, utc_now
+from voyado_sync.state import Delivery, Ledger, RowRef, SchemaUpgrade, Status, utc_now
 from voyado_sync.sync import mirror, stage
 from voyado_sync.warehouse.dialects import dialect_of, relation_table
 
@@ -116,6 +116,8 @@ def every_statement(dialect: str) -> list[str]:
     rec.answers["deliveries"] = [(3,)]  # every count: each marking statement is rendered
     ledger.mark_for_replay(model.schema_id, [model, mirrored], run_id=run_id)
     ledger.strand_left_rows(model.schema_id, [model, mirrored], upgrade_id=run_id)
+    ledger.left_rows(model.schema_id, [model, mirrored], upgrade_id=run_id, history_only=True)
+    ledger.sent_count(model.schema_id, Status.REPLAY)
     del rec.answers["deliveries"]
     upgrade = SchemaUpgrade(
         schema_id=model.schema_id,

@@ -12,11 +12,13 @@ from __future__ import annotations
 from voyado_sync.exceptions import RowRejected
 from voyado_sync.payload import PayloadBuilder
 from voyado_sync.spec import FirstRun, InteractionModel
-from voyado_sync.state import Delivery, Ledger, utc_now
+from voyado_sync.state import Delivery, Ledger, Status, utc_now
 from voyado_sync.sync import stage
 from voyado_sync.sync.lifecycle import Db
 
 SAMPLES = 3
+#: Statuses of rows an interrupted first sync tried to send.
+_TRIED = (Status.FAILED, Status.NOT_SENT, Status.CONTACT_NOT_FOUND)
 
 
 def baselines(model: InteractionModel, policy: FirstRun, values: dict[str, object]) -> bool:
@@ -42,9 +44,12 @@ async def baseline(
     run_id: str,
     page_size: int,
     write: bool,
+    resumed: bool = False,
 ) -> tuple[set[str], int, list[str]]:
     """Record the rows ``policy`` baselines: (their keys, the model rows behind them, up to
-    three of their keys for display). ``write=False`` (a dry run) only counts."""
+    three of their keys for display). ``write=False`` (a dry run) only counts. ``resumed``:
+    the first sync goes on under the policy it started with, so rows its earlier runs tried
+    (failed, not sent, waiting for their contact) are its to send, not to baseline."""
     keys: set[str] = set()
     rows = 0
     samples: list[str] = []
@@ -58,9 +63,8 @@ async def baseline(
             break
         after = page[-1][0]
         for _, row in page:
-            # Only rows the ledger never held: a row an interrupted first sync tried (failed,
-            # waiting for its contact) belongs to what that sync sends.
-            if row.prev_status is not None or not baselines(model, policy, row.values):
+            tried = resumed and row.prev_status in _TRIED
+            if tried or not baselines(model, policy, row.values):
                 continue
             keys.add(row.ref.row_key)
             rows += row.dup_count

@@ -133,6 +133,18 @@ async def _sync_staged(
         deletes = await plan.db(mirror.planned, plan.ledger, model, exists=exists)
         live = await plan.db(mirror.live, plan.ledger, model, exists=exists)
     first = _first_sync(plan, history, staged)
+    if history.first_sync and not first:
+        # The guards decide on the same answer: past its first sync (renamed, replaying).
+        history = dataclasses.replace(history, completed=True)
+        if not plan.dry_run and not plan.keep_created_dates:
+            await plan.db(
+                plan.ledger.record_first_sync,
+                model.model,
+                model.schema_id,
+                state=FIRST_SYNC_COMPLETED,
+                policy="",
+                run_id=plan.run_id,
+            )
     policy = _policy(plan, model, history) if first else None
     refused = _unusable(model, policy)
     stopped = refused or _guard(plan, model, history, staged, policy, deletes, live)
@@ -152,7 +164,8 @@ async def _sync_staged(
             policy=str(policy or ""),
             run_id=plan.run_id,
         )
-    await _deliver_staged(plan, model, res, staged, policy, deletes)
+    resumed = first and policy is not None and str(policy) == history.started_with
+    await _deliver_staged(plan, model, res, staged, policy, deletes, resumed=resumed)
     # A model that came back empty has not had its first sync: its rows are still to come.
     if first and not plan.dry_run and not plan.stop.is_set and staged.selected:
         await plan.db(
@@ -168,13 +181,14 @@ async def _sync_staged(
 def _first_sync(plan: Plan, history: History, staged: stage.Staged) -> bool:
     """Whether this run is (part of) the model's first sync for its schema_id. Not during a
     schema upgrade's replay (its rows were sent before), nor for a model none of whose
-    first syncs was ever started but whose rows the ledger already holds: a renamed model
-    (its rows are its schema's and keys', whatever the model is called)."""
+    first syncs was ever started but most of whose rows the ledger already holds: a renamed
+    model (its rows are its schema's and keys', whatever the model is called). A model new
+    to a shared schema with a few keys another model sent is at its first sync."""
     if plan.keep_created_dates or not history.first_sync:
         return False
-    return not (
-        history.completed is not None and history.started_with is None and staged.already_sent
-    )
+    never_started = history.completed is not None and history.started_with is None
+    renamed = never_started and staged.already_sent and staged.already_sent * 2 >= staged.selected
+    return not renamed
 
 
 def _policy(plan: Plan, model: InteractionModel, history: History) -> FirstRun | None:
@@ -209,8 +223,11 @@ async def _deliver_staged(
     staged: stage.Staged,
     policy: FirstRun | None,
     deletes: list[mirror.Planned],
+    *,
+    resumed: bool = False,
 ) -> None:
-    """A mirror model's deletes, then the first run's baseline, then sending."""
+    """A mirror model's deletes, then the first run's baseline, then sending. ``resumed``:
+    the first sync goes on under the policy it started with."""
     skip: set[str] = set()
     if deletes:
         if plan.dry_run:
@@ -232,6 +249,7 @@ async def _deliver_staged(
             run_id=plan.run_id,
             page_size=plan.page_size,
             write=not plan.dry_run,
+            resumed=resumed,
         )
         res.baselined = rows
         if samples and plan.dry_run:
