@@ -235,6 +235,19 @@ def kill_when(proc: subprocess.Popen[str], condition: Callable[[], bool], what: 
     pytest.fail(f"never reached {what}")
 
 
+def kill_mid_replay(p: Project, *, after: int) -> None:
+    """Start a confirmed upgrade, slowed, and SIGKILL it once ``after`` rows are replayed
+    into the recreated (segmentable) schema."""
+    p.emulator.configure(latency_ms=30)
+    proc = p.subprocess_upgrade("--confirm-delete", SCHEMA, "--automations-paused")
+    kill_when(
+        proc,
+        lambda: p.schema() is not None and len(p.stored()) >= after and segmentable(p.schema()),
+        f"{after} rows of the replay",
+    )
+    p.emulator.configure(latency_ms=0)
+
+
 def assert_upgraded(p: Project, before: dict[str, str]) -> None:
     """Every history row in Voyado once, under the new definition, with its createdDate."""
     assert segmentable(p.schema())
@@ -406,14 +419,7 @@ def test_sigkill_between_delete_and_recreate_then_rerun(project: Project) -> Non
 def test_sigkill_mid_replay_then_rerun(project: Project) -> None:
     p = project
     before = sent_history(p)
-    p.emulator.configure(latency_ms=30)
-    proc = p.subprocess_upgrade("--confirm-delete", SCHEMA, "--automations-paused")
-    kill_when(
-        proc,
-        lambda: p.schema() is not None and len(p.stored()) >= 100 and segmentable(p.schema()),
-        "a third of the replay",
-    )
-    p.emulator.configure(latency_ms=0)
+    kill_mid_replay(p, after=100)
     partial = len(p.stored())
     assert 100 <= partial < ROWS
     p.created_by_event()  # nothing twice so far
@@ -609,14 +615,7 @@ def test_rows_that_leave_the_model_mid_replay_end_the_upgrade_as_lost(project: P
     them, so the rerun finishes the upgrade and reports them lost instead of waiting forever."""
     p = project
     before = sent_history(p)
-    p.emulator.configure(latency_ms=30)
-    proc = p.subprocess_upgrade("--confirm-delete", SCHEMA, "--automations-paused")
-    kill_when(
-        proc,
-        lambda: p.schema() is not None and len(p.stored()) >= 10 and segmentable(p.schema()),
-        "the replay's first rows",
-    )
-    p.emulator.configure(latency_ms=0)
+    kill_mid_replay(p, after=10)
     waiting = p.ledger(
         "select row_key_display from (select *, row_number() over (partition by schema_id, "
         "row_key order by entry_seq desc) as rn from voyado_sync.deliveries) where rn = 1 and "
@@ -642,14 +641,7 @@ def test_a_model_emptied_mid_replay_does_not_end_its_history(project: Project) -
     replays every row once."""
     p = project
     before = sent_history(p)
-    p.emulator.configure(latency_ms=30)
-    proc = p.subprocess_upgrade("--confirm-delete", SCHEMA, "--automations-paused")
-    kill_when(
-        proc,
-        lambda: p.schema() is not None and len(p.stored()) >= 10 and segmentable(p.schema()),
-        "the replay's first rows",
-    )
-    p.emulator.configure(latency_ms=0)
+    kill_mid_replay(p, after=10)
     with duckdb.connect(str(p.db)) as con:
         con.execute(f"create table main.kept_rows as select * from main.{MODEL}")
         con.execute(f"delete from main.{MODEL}")

@@ -136,15 +136,8 @@ async def _sync_staged(
     if history.first_sync and not first:
         # The guards decide on the same answer: past its first sync (renamed, replaying).
         history = dataclasses.replace(history, completed=True)
-        if not plan.dry_run and not plan.keep_created_dates:
-            await plan.db(
-                plan.ledger.record_first_sync,
-                model.model,
-                model.schema_id,
-                state=FIRST_SYNC_COMPLETED,
-                policy="",
-                run_id=plan.run_id,
-            )
+        if not plan.keep_created_dates:
+            await _record_first_sync(plan, model, FIRST_SYNC_COMPLETED, None)
     policy = _policy(plan, model, history) if first else None
     refused = _unusable(model, policy)
     stopped = refused or _guard(plan, model, history, staged, policy, deletes, live)
@@ -153,26 +146,27 @@ async def _sync_staged(
         res.error = ("a real run would stop here: " if plan.dry_run else "") + stopped.message
         res.not_sent = staged.rows
         return
-    if first and not plan.dry_run:
+    if first:
         # Before anything is sent: a rerun after a crash is this first sync again, under
         # the same policy (--first-run is not repeated by a scheduler's retry).
-        await plan.db(
-            plan.ledger.record_first_sync,
-            model.model,
-            model.schema_id,
-            state=FIRST_SYNC_STARTED,
-            policy=str(policy or ""),
-            run_id=plan.run_id,
-        )
+        await _record_first_sync(plan, model, FIRST_SYNC_STARTED, policy)
     resumed = first and policy is not None and str(policy) == history.started_with
     await _deliver_staged(plan, model, res, staged, policy, deletes, resumed=resumed)
     # A model that came back empty has not had its first sync: its rows are still to come.
-    if first and not plan.dry_run and not plan.stop.is_set and staged.selected:
+    if first and not plan.stop.is_set and staged.selected:
+        await _record_first_sync(plan, model, FIRST_SYNC_COMPLETED, policy)
+
+
+async def _record_first_sync(
+    plan: Plan, model: InteractionModel, state: str, policy: FirstRun | None
+) -> None:
+    """Journal the model's first sync ``state`` (nothing in a dry run)."""
+    if not plan.dry_run:
         await plan.db(
             plan.ledger.record_first_sync,
             model.model,
             model.schema_id,
-            state=FIRST_SYNC_COMPLETED,
+            state=state,
             policy=str(policy or ""),
             run_id=plan.run_id,
         )
